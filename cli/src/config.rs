@@ -1,0 +1,160 @@
+//! `clockrel.toml`: the release settings of a firmware repository. It holds no secrets.
+
+use std::path::{Path, PathBuf};
+
+use ota_core::Chip;
+use serde::Deserialize;
+
+use crate::rules::Headroom;
+use crate::units::FlashSize;
+
+/// The file name looked for in the current directory and its ancestors.
+pub const FILE_NAME: &str = "clockrel.toml";
+
+/// The settings, with paths resolved against the directory of the file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub firmware: Firmware,
+    pub flash: Flash,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    /// The cargo package `release` builds.
+    pub package: Option<String>,
+    /// The chip every image must be built for.
+    #[serde(default, deserialize_with = "chip")]
+    pub chip: Option<Chip>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flash {
+    pub size: Option<FlashSize>,
+    /// The partition table, relative to the config file.
+    pub partitions: Option<PathBuf>,
+    /// Percent of the image that every OTA slot must keep free.
+    #[serde(default, deserialize_with = "headroom")]
+    pub headroom: Option<Headroom>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    firmware: Firmware,
+    #[serde(default)]
+    flash: Flash,
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Finds `clockrel.toml` in `start` or the nearest ancestor that has one.
+    pub fn discover(start: &Path) -> Option<PathBuf> {
+        start
+            .ancestors()
+            .map(|dir| dir.join(FILE_NAME))
+            .find(|candidate| candidate.is_file())
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses the text of a config file found at `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: one_line(&e),
+        })?;
+        let root = path.parent().unwrap_or(Path::new("."));
+        let mut flash = file.flash;
+        flash.partitions = flash.partitions.map(|p| root.join(p));
+        Ok(Config {
+            path: path.to_owned(),
+            firmware: file.firmware,
+            flash,
+        })
+    }
+}
+
+/// toml's errors quote the offending line over several lines; keep the message and line.
+fn one_line(error: &toml::de::Error) -> String {
+    let message = error.message().trim();
+    match error.span() {
+        Some(span) => format!("{message} (at byte {})", span.start),
+        None => message.to_owned(),
+    }
+}
+
+fn chip<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Chip>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn headroom<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Headroom>, D::Error> {
+    u32::deserialize(deserializer)
+        .map(|pct| Some(Headroom(pct)))
+        .map_err(|_| serde::de::Error::custom("headroom is a whole percentage, such as 20"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_reads_with_paths_beside_it() {
+        let text = r#"
+[firmware]
+package = "wordclock"
+chip = "esp32s3"
+
+[flash]
+size = "8MB"
+partitions = "partitions/partitions.csv"
+headroom = 25
+"#;
+        let config = Config::parse(text, Path::new("/repo/clockrel.toml")).unwrap();
+        assert_eq!(config.firmware.chip, Some(Chip::Esp32S3));
+        assert_eq!(config.flash.size.unwrap().bytes(), 8 << 20);
+        assert_eq!(
+            config.flash.partitions.unwrap(),
+            Path::new("/repo/partitions/partitions.csv")
+        );
+        assert_eq!(config.flash.headroom, Some(Headroom(25)));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused_with_the_file_named() {
+        for text in [
+            "[flash]\nsise = \"8MB\"\n",
+            "[flash]\nsize = \"3MB\"\n",
+            "[firmware]\nchip = \"esp8266\"\n",
+            "[flash]\nheadroom = \"lots\"\n",
+        ] {
+            let err = Config::parse(text, Path::new("clockrel.toml")).unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("clockrel.toml: "), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+}

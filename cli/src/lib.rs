@@ -1,0 +1,13 @@
+//! clockrel: turns a firmware source tree into a published, verified over-the-air release.
+//!
+//! The binary (`main.rs`) only parses the command line; every command lives here so
+//! that tests drive the same code the binary runs.
+
+pub mod check;
+pub mod config;
+pub mod elf;
+pub mod exit;
+pub mod guard;
+pub mod partitions;
+pub mod rules;
+pub mod units;

@@ -1,0 +1,15 @@
+//! Everything the clockrel CLI and the word-clock firmware must agree on, byte for byte.
+//!
+//! The CLI writes with this crate what the firmware reads with it, so no format exists
+//! twice. It does no I/O: callers hand it bytes (all at once or as they arrive) and get
+//! typed results back, which keeps it deterministic and testable on the host.
+#![no_std]
+
+extern crate alloc;
+
+pub mod chip;
+pub mod hash;
+pub mod image;
+
+pub use chip::Chip;
+pub use hash::Sha256;
