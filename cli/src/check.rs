@@ -211,9 +211,25 @@ impl TableSummary {
     }
 }
 
+/// The image that was checked, as bytes, so that `stage` ships exactly what was judged.
+#[derive(Debug)]
+pub struct LoadedImage {
+    pub bytes: Vec<u8>,
+    pub info: ImageInfo,
+    /// The file it was read from; `None` when it was made from `--elf`.
+    pub path: Option<PathBuf>,
+}
+
+/// The verdict, and the image it is about.
+#[derive(Debug)]
+pub struct Checked {
+    pub report: CheckReport,
+    pub image: Option<LoadedImage>,
+}
+
 /// Reads the inputs and judges them. `Err` means an input could not be read at all;
 /// failed rules are in the report.
-pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<CheckReport, Failure> {
+pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<Checked, Failure> {
     let firmware = config.map(|c| &c.firmware);
     let flash = config.map(|c| &c.flash);
     let chip = pick(
@@ -245,8 +261,7 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<CheckRepor
         chip.value,
     )?;
     let flash_size = configured_size.or_else(|| {
-        let (info, _) = image.as_ref()?;
-        let bytes = info.header.flash_size.bytes()?;
+        let bytes = image.as_ref()?.info.header.flash_size.bytes()?;
         let size = FlashSize::from_bytes(bytes).ok()?;
         Some(Sourced {
             value: size,
@@ -256,8 +271,8 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<CheckRepor
 
     let mut findings = Vec::new();
     let mut slots = Vec::new();
-    if let Some((info, _)) = &image {
-        findings.push(chip_rule(info, &chip));
+    if let Some(image) = &image {
+        findings.push(chip_rule(&image.info, &chip));
     }
     let table = match &table_path {
         Some(path) => load_table(path, &mut findings)?,
@@ -275,8 +290,8 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<CheckRepor
             parts,
             flash_size.as_ref().map(|s| s.value),
         ));
-        if let Some((info, _)) = &image {
-            let (usage, finding) = rules::headroom(parts, info.len, headroom.value);
+        if let Some(image) = &image {
+            let (usage, finding) = rules::headroom(parts, image.info.len, headroom.value);
             slots = usage;
             findings.push(finding);
         } else {
@@ -287,14 +302,14 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<CheckRepor
         }
     }
 
-    let image_summary = image.as_ref().map(|(info, path)| {
+    let image_summary = image.as_ref().map(|image| {
         ImageSummary::new(
-            path.as_deref().unwrap_or(Path::new("-")),
+            image.path.as_deref().unwrap_or(Path::new("-")),
             options.elf.as_deref(),
-            info,
+            &image.info,
         )
     });
-    Ok(CheckReport {
+    let report = CheckReport {
         ok: !findings.iter().any(|f| f.status == Status::Fail),
         chip: Sourced {
             value: chip.value.to_string(),
@@ -309,7 +324,8 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<CheckRepor
             .map(|(t, p)| TableSummary::new(p, t)),
         slots,
         rules: findings,
-    })
+    };
+    Ok(Checked { report, image })
 }
 
 /// The image as bytes: read from `--image` or made from `--elf`, then parsed.
@@ -317,7 +333,7 @@ fn load_image(
     options: &CheckOptions,
     flash: Option<FlashSize>,
     chip: Chip,
-) -> Result<Option<(ImageInfo, Option<PathBuf>)>, Failure> {
+) -> Result<Option<LoadedImage>, Failure> {
     let (bytes, path) = match (&options.image, &options.elf) {
         (Some(_), Some(_)) => {
             return Err(
@@ -344,7 +360,7 @@ fn load_image(
         Failure::new(Exit::BadInput, anyhow::Error::new(e).context(what.display().to_string()))
             .hint("an OTA slot takes an ESP-IDF app image (.bin), not an ELF, a merged flash dump or a bootloader")
     })?;
-    Ok(Some((info, path)))
+    Ok(Some(LoadedImage { bytes, info, path }))
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>, Failure> {

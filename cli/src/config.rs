@@ -15,8 +15,13 @@ pub const FILE_NAME: &str = "clockrel.toml";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// The directory holding the config: the repository root.
+    pub root: PathBuf,
     pub firmware: Firmware,
     pub flash: Flash,
+    pub release: Release,
+    pub signing: Signing,
+    pub sources: Sources,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,6 +45,61 @@ pub struct Flash {
     pub headroom: Option<Headroom>,
 }
 
+/// Where and under which names a release is staged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    /// Stem of the image files: `<name>-v2.9.0.bin` and the alias `<name>.bin`
+    /// [default: the firmware package].
+    pub name: Option<String>,
+    /// The directory the GitHub source serves, relative to the config [default: ota_files].
+    pub ota_files: Option<PathBuf>,
+    /// Text of the manifest's `title`; `{version}` is replaced [default: "<name> v{version}"].
+    pub title: Option<String>,
+}
+
+/// Where devices' trust comes from. The secret key never appears here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// The public keys the firmware trusts, one `ed25519:<hex>` per line, relative to
+    /// the config. The firmware embeds the same file, so both sides agree.
+    pub trusted_keys: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    pub github: Option<GithubSource>,
+    pub r2: Option<R2Source>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSource {
+    /// `owner/name`.
+    pub repository: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct R2Source {
+    /// The bucket's public base URL (`https://pub-<id>.r2.dev` or a custom domain).
+    pub public_url: String,
+    pub bucket: Option<String>,
+    /// The Cloudflare account id (not a secret: it names the S3 endpoint).
+    pub account_id: Option<String>,
+    /// A key prefix inside the bucket, such as `ota/`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -47,6 +107,12 @@ struct File {
     firmware: Firmware,
     #[serde(default)]
     flash: Flash,
+    #[serde(default)]
+    release: Release,
+    #[serde(default)]
+    signing: Signing,
+    #[serde(default)]
+    sources: Sources,
 }
 
 /// Why the config could not be used.
@@ -84,14 +150,42 @@ impl Config {
             path: path.to_owned(),
             message: one_line(&e),
         })?;
-        let root = path.parent().unwrap_or(Path::new("."));
+        let root = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
         let mut flash = file.flash;
         flash.partitions = flash.partitions.map(|p| root.join(p));
+        let mut signing = file.signing;
+        signing.trusted_keys = signing.trusted_keys.map(|p| root.join(p));
         Ok(Config {
             path: path.to_owned(),
+            root,
             firmware: file.firmware,
             flash,
+            release: file.release,
+            signing,
+            sources: file.sources,
         })
+    }
+
+    /// The stem of the image file names.
+    pub fn release_name(&self) -> &str {
+        self.release
+            .name
+            .as_deref()
+            .or(self.firmware.package.as_deref())
+            .unwrap_or("firmware")
+    }
+
+    /// The directory `stage` writes and the GitHub source serves.
+    pub fn ota_files(&self) -> PathBuf {
+        self.root.join(
+            self.release
+                .ota_files
+                .as_deref()
+                .unwrap_or(Path::new("ota_files")),
+        )
     }
 }
 
@@ -141,6 +235,17 @@ headroom = 25
             Path::new("/repo/partitions/partitions.csv")
         );
         assert_eq!(config.flash.headroom, Some(Headroom(25)));
+    }
+
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("the README shows a config") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let config = Config::parse(&readme[start..end], Path::new("clockrel.toml")).unwrap();
+        assert_eq!(config.release_name(), "wordclock");
+        assert_eq!(config.sources.github.unwrap().branch, "main");
+        assert!(config.sources.r2.is_some());
     }
 
     #[test]

@@ -8,9 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use clockrel::check::{self, CheckOptions};
 use clockrel::config::Config;
 use clockrel::exit::{Exit, Failure};
+use clockrel::keys;
 use clockrel::rules::Headroom;
+use clockrel::stage::{self, StageOptions};
 use clockrel::units::FlashSize;
-use ota_core::Chip;
+use ota_core::{Chip, Version};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -43,6 +45,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Check(CheckArgs),
+    Keygen(KeygenArgs),
+    Stage(StageArgs),
 }
 
 /// Check that an image and a partition table are safe to ship.
@@ -65,11 +69,18 @@ Examples:
 
 Exit codes: 0 all rules pass, 3 a rule failed, 4 an input is unreadable, 2 usage.")]
 struct CheckArgs {
-    /// The app image to check (the .bin that goes into an OTA slot)
+    #[command(flatten)]
+    inputs: Inputs,
+}
+
+/// The image and layout a command judges; shared by `check` and `stage`.
+#[derive(Debug, Args)]
+struct Inputs {
+    /// The app image (the .bin that goes into an OTA slot)
     #[arg(long, value_name = "FILE", conflicts_with = "elf")]
     image: Option<PathBuf>,
 
-    /// Make the app image from this firmware ELF with espflash, then check it
+    /// Make the app image from this firmware ELF with espflash, as a release does
     #[arg(long, value_name = "FILE")]
     elf: Option<PathBuf>,
 
@@ -90,6 +101,80 @@ struct CheckArgs {
     headroom: Option<Headroom>,
 }
 
+impl Inputs {
+    fn options(self) -> CheckOptions {
+        CheckOptions {
+            image: self.image,
+            elf: self.elf,
+            partitions: self.partitions,
+            flash_size: self.flash_size,
+            chip: self.chip,
+            headroom: self.headroom,
+        }
+    }
+}
+
+/// Make a new release signing key.
+///
+/// Writes the secret key to a file only its owner can read (never over an existing
+/// file) and prints the public key. Add the public key to the trusted-keys file the
+/// firmware embeds (signing.trusted_keys in clockrel.toml) before releasing with it:
+/// devices refuse manifests signed by keys they do not trust.
+///
+/// Keep the secret key out of the repository. CI reads it from the environment:
+/// CLOCKREL_SIGNING_KEY (the key file's text) or CLOCKREL_SIGNING_KEY_FILE (a path).
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  clockrel keygen
+  clockrel keygen --out ~/.config/clockrel/wordclock.key")]
+struct KeygenArgs {
+    /// Where to write the secret key [default: $XDG_CONFIG_HOME/clockrel/signing.key]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+/// Stage a release: check the image, then write it and a signed version.json to ota_files/.
+///
+/// Runs every rule of `clockrel check`, then refuses when the image's embedded version
+/// is not VERSION, when VERSION is not above the staged version, when the image's
+/// secure_version is below the staged one, when the versioned file name already holds
+/// other bytes, or when the signing key is not in the firmware's trusted keys. Only then
+/// does it write, each file atomically and in this order: <name>-vVERSION.bin, the alias
+/// <name>.bin, and version.json last. A refused or interrupted stage leaves the previous
+/// release intact.
+///
+/// The secret key comes from --key, CLOCKREL_SIGNING_KEY or CLOCKREL_SIGNING_KEY_FILE;
+/// never from clockrel.toml, and it is never printed.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  clockrel stage v2.9.0 --elf target/xtensa-esp32s3-espidf/release/wordclock
+  clockrel stage v2.9.0 --image build/wordclock.bin --key ~/.config/clockrel/signing.key
+  CLOCKREL_SIGNING_KEY=\"$KEY\" clockrel stage v2.10.0-rc.1 --image wordclock.bin --json
+
+Exit codes: 0 staged, 3 a rule failed (nothing written), 4 unreadable input, 2 usage.")]
+struct StageArgs {
+    /// The version to release, such as v2.9.0 or 2.10.0-rc.1
+    #[arg(value_name = "VERSION")]
+    version: Version,
+
+    #[command(flatten)]
+    inputs: Inputs,
+
+    /// The secret signing key file [default: $CLOCKREL_SIGNING_KEY, then $CLOCKREL_SIGNING_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// Release notes: the manifest's description
+    #[arg(long, value_name = "TEXT", conflicts_with = "notes_file")]
+    notes: Option<String>,
+
+    /// Read the release notes from a file
+    #[arg(long, value_name = "FILE")]
+    notes_file: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -105,23 +190,38 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Check(args) => {
-            let options = CheckOptions {
-                image: args.image,
-                elf: args.elf,
-                partitions: args.partitions,
-                flash_size: args.flash_size,
-                chip: args.chip,
-                headroom: args.headroom,
-            };
-            let report = check::run(&options, config.as_ref())?;
-            if cli.json {
-                let json = serde_json::to_string_pretty(&report)
-                    .context("cannot encode the report as JSON")
-                    .map_err(|e| Failure::new(Exit::Error, e))?;
-                println!("{json}");
+            let report = check::run(&args.inputs.options(), config.as_ref())?.report;
+            emit(cli.json, &report, check::render)?;
+            Ok(if report.ok {
+                Exit::Success
             } else {
-                print!("{}", check::render(&report));
-            }
+                Exit::CheckFailed
+            })
+        }
+        Command::Keygen(args) => keygen(args, cli.json),
+        Command::Stage(args) => {
+            let config = config.ok_or_else(|| {
+                Failure::new(Exit::Usage, anyhow::anyhow!("no clockrel.toml here or above"))
+                    .hint("stage writes into the repository that holds clockrel.toml; run it there or give --config")
+            })?;
+            let notes = match &args.notes_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| {
+                            format!("cannot read the release notes {}", path.display())
+                        })
+                        .map_err(|e| Failure::new(Exit::BadInput, e))?,
+                ),
+                None => args.notes,
+            };
+            let options = StageOptions {
+                version: args.version,
+                check: args.inputs.options(),
+                key: args.key,
+                notes,
+            };
+            let report = stage::run(&options, &config)?;
+            emit(cli.json, &report, stage::render)?;
             Ok(if report.ok {
                 Exit::Success
             } else {
@@ -129,6 +229,53 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             })
         }
     }
+}
+
+fn keygen(args: KeygenArgs, json: bool) -> Result<Exit, Failure> {
+    let path = args.out.unwrap_or_else(keys::default_key_path);
+    let public = keys::generate(&path).map_err(|e| match e {
+        keys::KeyLoadError::Exists { .. } => Failure::new(Exit::Error, e).hint(
+            "give --out with a new path; to retire a key, remove it from the trusted keys first",
+        ),
+        other => Failure::new(Exit::Error, other),
+    })?;
+    if json {
+        let report = serde_json::json!({
+            "key_file": path,
+            "public_key": public.to_string(),
+            "key_id": public.id().to_string(),
+        });
+        println!("{report:#}");
+    } else {
+        println!(
+            "secret key  {}  (readable only by you; keep it out of the repository)",
+            path.display()
+        );
+        println!("key id      {}", public.id());
+        println!("public key  {public}");
+        println!();
+        println!("Add the public key line to the trusted-keys file the firmware embeds");
+        println!("(signing.trusted_keys in clockrel.toml), then build and ship a firmware that");
+        println!("trusts it before you release with this key.");
+    }
+    Ok(Exit::Success)
+}
+
+/// Prints a report: JSON on stdout with `--json`, else the human rendering.
+fn emit<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    render: fn(&T) -> String,
+) -> Result<(), Failure> {
+    if json {
+        let text = serde_json::to_string_pretty(report)
+            .context("cannot encode the report as JSON")
+            .map_err(|e| Failure::new(Exit::Error, e))?;
+        println!("{text}");
+    } else {
+        print!("{}", render(report));
+    }
+    Ok(())
 }
 
 /// The config named by `--config`, else the one found from the current directory, if any.

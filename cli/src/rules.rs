@@ -29,6 +29,16 @@ pub enum Rule {
     InsideFlash,
     Chip,
     Headroom,
+    /// The image's embedded version is the one being released.
+    Version,
+    /// The release is above what is staged.
+    Newer,
+    /// The release's secure_version is not below what is staged.
+    SecureVersion,
+    /// The versioned image name is not taken by other bytes.
+    ImageName,
+    /// The signing key is one the firmware trusts.
+    TrustedKey,
 }
 
 impl Rule {
@@ -44,6 +54,11 @@ impl Rule {
             Rule::InsideFlash => "inside-flash",
             Rule::Chip => "chip",
             Rule::Headroom => "headroom",
+            Rule::Version => "version",
+            Rule::Newer => "newer",
+            Rule::SecureVersion => "secure-version",
+            Rule::ImageName => "image-name",
+            Rule::TrustedKey => "trusted-key",
         }
     }
 }

@@ -21,7 +21,7 @@ impl Sha256 {
 
 impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        crate::hex::write(f, &self.0)
     }
 }
 
@@ -40,26 +40,21 @@ impl FromStr for Sha256 {
     type Err = BadDigest;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let text = s.as_bytes();
-        if text.len() != 64 {
-            return Err(BadDigest);
-        }
-        let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-            let hi = hex_value(pair[0]).ok_or(BadDigest)?;
-            let lo = hex_value(pair[1]).ok_or(BadDigest)?;
-            *byte = hi << 4 | lo;
-        }
-        Ok(Sha256(out))
+        crate::hex::decode(s).map(Sha256).ok_or(BadDigest)
     }
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+impl serde::Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom("a SHA-256 digest must be 64 hex digits"))
     }
 }
 

@@ -9,7 +9,13 @@ extern crate alloc;
 
 pub mod chip;
 pub mod hash;
+pub mod hex;
 pub mod image;
+pub mod manifest;
+pub mod policy;
+pub mod version;
 
 pub use chip::Chip;
 pub use hash::Sha256;
+pub use manifest::Manifest;
+pub use version::Version;

@@ -1,0 +1,206 @@
+//! The staged release directory (`ota_files/`): the versioned image, its alias and
+//! `version.json`, each replaced atomically so an interrupted stage leaves the previous
+//! release whole.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use ota_core::manifest::ManifestError;
+use ota_core::{Manifest, Version};
+use serde::Serialize;
+
+/// The manifest's file name on every source.
+pub const MANIFEST: &str = "version.json";
+
+/// Why the directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StagedError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    BadManifest {
+        path: PathBuf,
+        source: ManifestError,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} already exists with other bytes; a published image name is never reused")]
+    Immutable { path: PathBuf },
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Written,
+    /// It already held exactly these bytes.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StagedFile {
+    pub path: PathBuf,
+    pub action: Action,
+}
+
+/// `ota_files/` for releases whose images are named `<name>-v<version>.bin`.
+#[derive(Debug, Clone)]
+pub struct OtaFiles {
+    dir: PathBuf,
+    name: String,
+}
+
+impl OtaFiles {
+    pub fn new(dir: PathBuf, name: &str) -> OtaFiles {
+        OtaFiles {
+            dir,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The immutable name of a version's image: `wordclock-v2.9.0.bin`.
+    pub fn image_name(&self, version: &Version) -> String {
+        format!("{}-{}.bin", self.name, version.tag())
+    }
+
+    /// The stable alias that always holds the latest image: `wordclock.bin`.
+    pub fn alias_name(&self) -> String {
+        format!("{}.bin", self.name)
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join(MANIFEST)
+    }
+
+    /// The staged manifest, if there is one.
+    pub fn current(&self) -> Result<Option<Manifest>, StagedError> {
+        let path = self.manifest_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => Manifest::from_json(&bytes)
+                .map(Some)
+                .map_err(|source| StagedError::BadManifest { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StagedError::Read { path, source }),
+        }
+    }
+
+    /// Whether the versioned image can be written: absent, or already these bytes.
+    pub fn check_image_slot(&self, file: &str, image: &[u8]) -> Result<Action, StagedError> {
+        let path = self.dir.join(file);
+        match std::fs::read(&path) {
+            Ok(existing) if existing == image => Ok(Action::Unchanged),
+            Ok(_) => Err(StagedError::Immutable { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Action::Written),
+            Err(source) => Err(StagedError::Read { path, source }),
+        }
+    }
+
+    /// Writes the release in the order devices depend on: the versioned image, the
+    /// alias, then the manifest that names them, last.
+    pub fn write(
+        &self,
+        file: &str,
+        image: &[u8],
+        manifest: &Manifest,
+    ) -> Result<Vec<StagedFile>, StagedError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| StagedError::Write {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let versioned = self.dir.join(file);
+        let action = self.check_image_slot(file, image)?;
+        if action == Action::Written {
+            write_atomic(&versioned, image)?;
+        }
+        let mut staged = vec![StagedFile {
+            path: versioned,
+            action,
+        }];
+        for (path, bytes) in [
+            (self.dir.join(self.alias_name()), image.to_vec()),
+            (self.manifest_path(), manifest.to_json()),
+        ] {
+            let action = if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+                Action::Unchanged
+            } else {
+                write_atomic(&path, &bytes)?;
+                Action::Written
+            };
+            staged.push(StagedFile { path, action });
+        }
+        Ok(staged)
+    }
+}
+
+/// Replaces `path` with `bytes` all at once: a temporary file in the same directory,
+/// flushed to disk, then renamed over the old one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StagedError> {
+    let error = |source| StagedError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".clockrel-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(error)?;
+    temp.write_all(bytes).map_err(error)?;
+    // Temporary files are private; what is staged is meant to be served and committed.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(error)?;
+    }
+    temp.as_file().sync_all().map_err(error)?;
+    temp.persist(path).map_err(|e| error(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_version_tag() {
+        let files = OtaFiles::new(PathBuf::from("ota_files"), "wordclock");
+        let v: Version = "2.9.0-rc.1".parse().unwrap();
+        assert_eq!(files.image_name(&v), "wordclock-v2.9.0-rc.1.bin");
+        assert_eq!(files.alias_name(), "wordclock.bin");
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.bin"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! `clockrel keygen` and `clockrel stage` end to end, in a scratch repository: what is
+//! written, what is refused, and that a refusal changes nothing.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{stderr, stdout};
+use ota_core::manifest::PublicKey;
+use ota_core::{Manifest, Sha256};
+use testkit::FirmwareElf;
+
+/// A firmware repository with clockrel.toml, the word clock's table and a trusted key.
+struct Repo {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        Repo::with_config("")
+    }
+
+    /// `extra` is appended to the config.
+    fn with_config(extra: &str) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        std::fs::create_dir_all(root.join("partitions")).unwrap();
+        std::fs::create_dir_all(root.join("firmware")).unwrap();
+        std::fs::copy(
+            common::workspace().join("partitions/partitions.csv"),
+            root.join("partitions/partitions.csv"),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("clockrel.toml"),
+            format!(
+                "[firmware]\npackage = \"wordclock\"\nchip = \"esp32s3\"\n\n[flash]\nsize = \"8MB\"\npartitions = \"partitions/partitions.csv\"\n\n[signing]\ntrusted_keys = \"firmware/trusted-keys.txt\"\n\n[sources.github]\nrepository = \"acme/wordclock\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let repo = Repo {
+            key: root.join("secrets/release.key"),
+            dir,
+        };
+        let root = repo.root();
+        let out = repo.run(&["keygen", "--out", "secrets/release.key", "--json"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let keygen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        std::fs::write(
+            root.join("firmware/trusted-keys.txt"),
+            format!(
+                "# keys the firmware trusts\n{}\n",
+                keygen["public_key"].as_str().unwrap()
+            ),
+        )
+        .unwrap();
+        repo
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clockrel"));
+        command
+            .current_dir(self.root())
+            .args(args)
+            .env_remove("CLOCKREL_SIGNING_KEY")
+            .env_remove("CLOCKREL_SIGNING_KEY_FILE")
+            .env("SOURCE_DATE_EPOCH", "1795000000");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    }
+
+    fn image(&self, elf: &FirmwareElf) -> PathBuf {
+        let path = self
+            .root()
+            .join(format!("build-{}-{}.bin", elf.version, elf.secure_version));
+        std::fs::write(&path, common::app_image(elf)).unwrap();
+        path
+    }
+
+    /// Stages `version` from an image of `elf` with the repository's key file.
+    fn stage(&self, version: &str, elf: &FirmwareElf) -> Output {
+        let image = self.image(elf);
+        self.run(
+            &[
+                "stage",
+                version,
+                "--image",
+                image.to_str().unwrap(),
+                "--key",
+                self.key.to_str().unwrap(),
+            ],
+            &[],
+        )
+    }
+
+    /// Every file under ota_files/ with its bytes.
+    fn ota_files(&self) -> BTreeMap<String, Vec<u8>> {
+        let dir = self.root().join("ota_files");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest::from_json(&std::fs::read(self.root().join("ota_files/version.json")).unwrap())
+            .unwrap()
+    }
+
+    fn trusted(&self) -> Vec<PublicKey> {
+        PublicKey::parse_list(
+            &std::fs::read_to_string(self.root().join("firmware/trusted-keys.txt")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn secret_hex(&self) -> String {
+        let text = std::fs::read_to_string(&self.key).unwrap();
+        text.trim().rsplit(':').next().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn stage_writes_the_image_the_alias_and_a_signed_manifest() {
+    let repo = Repo::new();
+    let elf = FirmwareElf::new("2.9.0").secure_version(1);
+    let out = repo.stage("v2.9.0", &elf);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let image = common::app_image(&elf);
+
+    let files = repo.ota_files();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["version.json", "wordclock-v2.9.0.bin", "wordclock.bin"]
+    );
+    assert_eq!(files["wordclock-v2.9.0.bin"], image);
+    assert_eq!(files["wordclock.bin"], image);
+
+    let m = repo.manifest();
+    assert!(m.verify(&repo.trusted()).is_ok());
+    assert_eq!(m.format, Some(1));
+    assert_eq!(m.version.to_string(), "2.9.0");
+    assert_eq!(m.sha256, Sha256::of(&image));
+    assert_eq!(m.firmware_size, image.len() as u64);
+    assert_eq!(m.file.as_deref(), Some("wordclock-v2.9.0.bin"));
+    assert_eq!(m.secure_version, Some(1));
+    assert_eq!(m.chip, Some(ota_core::Chip::Esp32S3));
+    assert_eq!(
+        m.firmware_url.as_deref(),
+        Some(
+            "https://raw.githubusercontent.com/acme/wordclock/main/ota_files/wordclock-v2.9.0.bin"
+        )
+    );
+    assert_eq!(m.release_date.as_deref(), Some("2026-11-18T11:06:40Z"));
+    assert_eq!(m.esp_idf_version.as_deref(), Some("v5.3.2"));
+    assert_eq!(m.requires_restart, Some(true));
+    assert!(stdout(&out).contains("staged v2.9.0"), "{}", stdout(&out));
+
+    // The next release replaces the manifest and alias, and keeps the old image.
+    let out = repo.stage(
+        "2.10.0-rc.1",
+        &FirmwareElf::new("2.10.0-rc.1").secure_version(1),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let files = repo.ota_files();
+    assert_eq!(files.len(), 4);
+    assert_eq!(files["wordclock-v2.9.0.bin"], image);
+    assert_eq!(
+        repo.manifest().file.as_deref(),
+        Some("wordclock-v2.10.0-rc.1.bin")
+    );
+}
+
+/// The stage exited 3 with `rule` failed and said it wrote nothing (the callers check that it did not).
+fn assert_refused_without_change(refused: Output, rule: &str) {
+    let text = stdout(&refused);
+    assert_eq!(refused.status.code(), Some(3), "{text}{}", stderr(&refused));
+    assert!(
+        text.contains(&format!("FAIL  {rule:<15}")),
+        "expected {rule} to fail:\n{text}"
+    );
+    assert!(text.contains("ota_files/ is unchanged"), "{text}");
+}
+
+fn staged_repo() -> (Repo, BTreeMap<String, Vec<u8>>) {
+    let repo = Repo::new();
+    let out = repo.stage("v2.9.0", &FirmwareElf::new("2.9.0").secure_version(2));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let before = repo.ota_files();
+    (repo, before)
+}
+
+#[test]
+fn an_image_whose_embedded_version_differs_is_refused() {
+    let (repo, before) = staged_repo();
+    let out = repo.stage("v2.10.0", &FirmwareElf::new("2.9.1").secure_version(2));
+    assert_refused_without_change(out, "version");
+    assert_eq!(repo.ota_files(), before);
+}
+
+#[test]
+fn a_version_not_above_the_staged_one_is_refused() {
+    let (repo, before) = staged_repo();
+    for version in ["2.9.0", "2.8.5", "2.9.0-rc.9"] {
+        let out = repo.stage(version, &FirmwareElf::new(version).secure_version(2));
+        assert_refused_without_change(out, "newer");
+        assert_eq!(repo.ota_files(), before, "{version}");
+    }
+}
+
+#[test]
+fn a_lower_secure_version_is_refused() {
+    let (repo, before) = staged_repo();
+    let out = repo.stage("v2.10.0", &FirmwareElf::new("2.10.0").secure_version(1));
+    assert_refused_without_change(out, "secure-version");
+    assert_eq!(repo.ota_files(), before);
+}
+
+#[test]
+fn an_image_for_another_chip_is_refused() {
+    let repo = Repo::with_config("");
+    let config = std::fs::read_to_string(repo.root().join("clockrel.toml")).unwrap();
+    std::fs::write(
+        repo.root().join("clockrel.toml"),
+        config.replace("esp32s3", "esp32c3"),
+    )
+    .unwrap();
+    let out = repo.stage("v2.9.0", &FirmwareElf::new("2.9.0"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stdout(&out).contains("FAIL  chip"), "{}", stdout(&out));
+    assert!(repo.ota_files().is_empty());
+}
+
+#[test]
+fn a_failed_check_rule_stops_the_stage() {
+    let (repo, before) = staged_repo();
+    // 3 MiB slots; 2.8 MiB of payload leaves less than 20 % headroom.
+    let out = repo.stage(
+        "v2.10.0",
+        &FirmwareElf::new("2.10.0")
+            .secure_version(2)
+            .payload_len(2800 * 1024),
+    );
+    assert_refused_without_change(out, "headroom");
+    assert_eq!(repo.ota_files(), before);
+}
+
+#[test]
+fn a_key_the_firmware_does_not_trust_is_refused() {
+    let (repo, before) = staged_repo();
+    let out = repo.run(&["keygen", "--out", "secrets/other.key"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let image = repo.image(&FirmwareElf::new("2.10.0").secure_version(2));
+    let out = repo.run(
+        &[
+            "stage",
+            "v2.10.0",
+            "--image",
+            image.to_str().unwrap(),
+            "--key",
+            "secrets/other.key",
+        ],
+        &[],
+    );
+    assert_refused_without_change(out, "trusted-key");
+    assert_eq!(repo.ota_files(), before);
+}
+
+#[test]
+fn a_taken_image_name_is_never_overwritten() {
+    let (repo, _) = staged_repo();
+    std::fs::write(
+        repo.root().join("ota_files/wordclock-v2.10.0.bin"),
+        b"left over",
+    )
+    .unwrap();
+    let before = repo.ota_files();
+    let out = repo.stage("v2.10.0", &FirmwareElf::new("2.10.0").secure_version(2));
+    assert_refused_without_change(out, "image-name");
+    assert_eq!(repo.ota_files(), before);
+}
+
+#[test]
+fn an_interrupted_stage_keeps_the_previous_release_and_can_be_rerun() {
+    let (repo, before) = staged_repo();
+    // The alias cannot be replaced: the stage dies after writing the new versioned image.
+    let alias = repo.root().join("ota_files/wordclock.bin");
+    std::fs::remove_file(&alias).unwrap();
+    std::fs::create_dir_all(alias.join("blocker")).unwrap();
+    let elf = FirmwareElf::new("2.10.0").secure_version(2);
+    let out = repo.stage("v2.10.0", &elf);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("the previous release in ota_files/ is intact"),
+        "{}",
+        stderr(&out)
+    );
+    let m = repo.manifest();
+    assert_eq!(m.version.to_string(), "2.9.0");
+    assert!(m.verify(&repo.trusted()).is_ok());
+    let old_image = std::fs::read(repo.root().join("ota_files/wordclock-v2.9.0.bin")).unwrap();
+    assert_eq!(old_image, before["wordclock-v2.9.0.bin"]);
+
+    std::fs::remove_dir_all(&alias).unwrap();
+    let out = repo.stage("v2.10.0", &elf);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("unchanged /"),
+        "the versioned image was already there:\n{}",
+        stdout(&out)
+    );
+    assert_eq!(repo.manifest().version.to_string(), "2.10.0");
+}
+
+#[test]
+fn the_key_comes_from_the_environment_and_never_shows() {
+    let repo = Repo::new();
+    let secret = std::fs::read_to_string(&repo.key).unwrap();
+    let hex = repo.secret_hex();
+    let image = repo.image(&FirmwareElf::new("2.9.0"));
+    let image = image.to_str().unwrap();
+
+    let out = repo.run(
+        &["stage", "v2.9.0", "--image", image, "--json"],
+        &[("CLOCKREL_SIGNING_KEY", &secret)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["staged"]["key_source"], "$CLOCKREL_SIGNING_KEY");
+    let mut seen =
+        stdout(&out) + &stderr(&out) + &String::from_utf8_lossy(&repo.ota_files()["version.json"]);
+
+    let key_file = repo.key.to_str().unwrap();
+    let out = repo.run(
+        &["stage", "v2.9.1", "--image", image],
+        &[("CLOCKREL_SIGNING_KEY_FILE", key_file)],
+    );
+    assert_eq!(out.status.code(), Some(3), "the image says 2.9.0");
+    seen += &(stdout(&out) + &stderr(&out));
+
+    // A damaged key in the environment is named, not echoed.
+    let damaged = secret.replace("clockrel-secret-ed25519:", "clockrel-secret-ed25519:zz");
+    let out = repo.run(
+        &["stage", "v2.9.1", "--image", image],
+        &[("CLOCKREL_SIGNING_KEY", &damaged)],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("not a clockrel secret key")
+            && stderr(&out).contains("$CLOCKREL_SIGNING_KEY")
+    );
+    seen += &(stdout(&out) + &stderr(&out));
+
+    assert!(
+        !seen.contains(&hex),
+        "the secret key appeared in output or the manifest"
+    );
+    assert!(
+        !seen.contains(&hex[..16]),
+        "part of the secret key appeared in output"
+    );
+}
+
+#[test]
+fn no_key_is_a_usage_error_with_a_hint() {
+    let repo = Repo::new();
+    let image = repo.image(&FirmwareElf::new("2.9.0"));
+    let out = repo.run(
+        &["stage", "v2.9.0", "--image", image.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no signing key") && stderr(&out).contains("clockrel keygen"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(repo.ota_files().is_empty());
+}
+
+#[test]
+fn stage_from_an_elf_ships_the_image_espflash_makes() {
+    let repo = Repo::new();
+    let elf = FirmwareElf::new("2.9.0");
+    let elf_path = repo.root().join("wordclock.elf");
+    std::fs::write(&elf_path, elf.build()).unwrap();
+    let out = repo.run(
+        &[
+            "stage",
+            "v2.9.0",
+            "--elf",
+            elf_path.to_str().unwrap(),
+            "--key",
+            repo.key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        repo.ota_files()["wordclock-v2.9.0.bin"],
+        common::app_image(&elf)
+    );
+}
+
+#[test]
+fn keygen_never_overwrites_and_keeps_the_key_private() {
+    let repo = Repo::new();
+    let before = std::fs::read(&repo.key).unwrap();
+    let out = repo.run(&["keygen", "--out", repo.key.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&repo.key).unwrap(), before);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&repo.key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let out = repo.run(&["keygen", "--out", "secrets/second.key"], &[]);
+    assert!(
+        stdout(&out).contains("public key  ed25519:"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains(&repo.secret_hex()));
+}
+
+#[test]
+fn a_build_metadata_version_or_a_missing_image_is_a_usage_error() {
+    let repo = Repo::new();
+    let image = repo.image(&FirmwareElf::new("2.9.0"));
+    let key = repo.key.to_str().unwrap();
+    let out = repo.run(
+        &[
+            "stage",
+            "2.9.0+local",
+            "--image",
+            image.to_str().unwrap(),
+            "--key",
+            key,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        repo.run(&["stage", "v2.9.0", "--key", key], &[])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        repo.run(&["stage", "latest", "--key", key], &[])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -1,0 +1,73 @@
+//! The update decision: given what a device runs and a manifest, update, stay, or refuse
+//! with a reason the device can report.
+
+use core::cmp::Ordering;
+
+use crate::manifest::{PublicKey, SignatureError};
+use crate::{Chip, Manifest, Version};
+
+/// What the device runs now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub version: Version,
+    pub secure_version: u32,
+    pub chip: Chip,
+}
+
+/// The verdict on a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The manifest is trusted and newer: download and install it.
+    Update,
+    /// The manifest is trusted and names the running version.
+    Current,
+    Refuse(Refusal),
+}
+
+/// Why a manifest must not be installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Signature(SignatureError),
+    #[error("the release is built for {offered}, this device is {running}")]
+    WrongChip { running: Chip, offered: Chip },
+    #[error("the release {offered} is older than the running {running}")]
+    Downgrade { running: Version, offered: Version },
+    #[error(
+        "the release's secure_version {offered} is below the running {running}: the bootloader would refuse it"
+    )]
+    SecureVersion { running: u32, offered: u32 },
+}
+
+/// Decides what to do with `manifest`. The signature is checked first: nothing in an
+/// untrusted manifest is looked at.
+pub fn decide(running: &Running, manifest: &Manifest, trusted: &[PublicKey]) -> Decision {
+    if let Err(e) = manifest.verify(trusted) {
+        return Decision::Refuse(Refusal::Signature(e));
+    }
+    // A verified manifest is format 1, which has chip and secure_version.
+    let (Some(offered_chip), Some(offered_secure)) = (manifest.chip, manifest.secure_version)
+    else {
+        return Decision::Refuse(Refusal::Signature(SignatureError::Legacy));
+    };
+    if offered_chip != running.chip {
+        return Decision::Refuse(Refusal::WrongChip {
+            running: running.chip,
+            offered: offered_chip,
+        });
+    }
+    match manifest.version.precedence(&running.version) {
+        Ordering::Equal => Decision::Current,
+        Ordering::Less => Decision::Refuse(Refusal::Downgrade {
+            running: running.version.clone(),
+            offered: manifest.version.clone(),
+        }),
+        Ordering::Greater if offered_secure < running.secure_version => {
+            Decision::Refuse(Refusal::SecureVersion {
+                running: running.secure_version,
+                offered: offered_secure,
+            })
+        }
+        Ordering::Greater => Decision::Update,
+    }
+}
