@@ -260,8 +260,10 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<Checked, F
         configured_size.as_ref().map(|s| s.value),
         chip.value,
     )?;
+    // An image made from --elf carries the size it was made with, not a fact of its own.
     let flash_size = configured_size.or_else(|| {
-        let bytes = image.as_ref()?.info.header.flash_size.bytes()?;
+        let image = image.as_ref().filter(|image| image.path.is_some())?;
+        let bytes = image.info.header.flash_size.bytes()?;
         let size = FlashSize::from_bytes(bytes).ok()?;
         Some(Sourced {
             value: size,
@@ -272,15 +274,23 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<Checked, F
     let mut findings = Vec::new();
     let mut slots = Vec::new();
     if let Some(image) = &image {
-        findings.push(chip_rule(&image.info, &chip));
+        findings.push(match image.path {
+            Some(_) => chip_rule(&image.info, &chip),
+            None => Finding::skip(
+                Rule::Chip,
+                format!("the image was made for {} from the ELF", chip.value),
+            ),
+        });
     }
     let table = match &table_path {
         Some(path) => load_table(path, &mut findings)?,
         None => {
-            findings.push(Finding::skip(
-                Rule::Table,
-                "no partition table given (--partitions or flash.partitions in clockrel.toml)",
-            ));
+            let missing =
+                "no partition table given (--partitions or flash.partitions in clockrel.toml)";
+            findings.push(Finding::skip(Rule::Table, missing));
+            if image.is_some() {
+                findings.push(Finding::skip(Rule::Headroom, missing));
+            }
             None
         }
     };

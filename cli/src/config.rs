@@ -158,6 +158,21 @@ impl Config {
         flash.partitions = flash.partitions.map(|p| root.join(p));
         let mut signing = file.signing;
         signing.trusted_keys = signing.trusted_keys.map(|p| root.join(p));
+        let name = file
+            .release
+            .name
+            .as_deref()
+            .or(file.firmware.package.as_deref());
+        if let Some(name) = name
+            && !ota_core::manifest::is_plain_file_name(&format!("{name}-v0.0.0-rc.0.bin"))
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "release name `{name}` cannot name image files: use letters, digits, `.`, `-` and `_` only"
+                ),
+            });
+        }
         Ok(Config {
             path: path.to_owned(),
             root,

@@ -48,11 +48,45 @@ impl Failure {
 
 impl fmt::Display for Failure {
     /// `error: <the chain on one line>` and, if there is one, `  hint: <hint>` below it.
+    /// A cause whose text its parent already quotes is not repeated.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {:#}", self.error)?;
+        let mut line = String::new();
+        for cause in self.error.chain() {
+            let text = cause.to_string();
+            if !line.contains(&text) {
+                if !line.is_empty() {
+                    line.push_str(": ");
+                }
+                line.push_str(&text);
+            }
+        }
+        write!(f, "error: {line}")?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let wrapped = crate::ota_files::StagedError::Write {
+            path: "ota_files/version.json".into(),
+            source: io,
+        };
+        let failure = Failure::new(
+            Exit::Error,
+            anyhow::Error::new(wrapped).context("staging v2.9.0"),
+        )
+        .hint("free some space");
+        assert_eq!(
+            failure.to_string(),
+            "error: staging v2.9.0: cannot write ota_files/version.json: disk full\n  hint: free some space"
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! esp-idf-part and espflash index slices without bounds checks on some malformed
 //! inputs. A release tool must answer such a file with an error, not a crash.
 
+use std::cell::Cell;
 use std::panic::{self, UnwindSafe};
-use std::sync::Mutex;
+use std::sync::Once;
 
 /// The parser panicked; `what` names the input it was given.
 #[derive(Debug, thiserror::Error)]
@@ -14,16 +15,32 @@ pub struct Panicked {
     pub message: String,
 }
 
-/// Serialises the swap of the panic hook, which is process-wide.
-static HOOK: Mutex<()> = Mutex::new(());
+thread_local! {
+    /// Set while this thread runs a guarded parser, whose panics are reported as errors.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+static INSTALL: Once = Once::new();
+
+/// Wraps the process's panic hook once, so that it stays silent only for panics on a
+/// thread inside [`catch_panic`]; panics anywhere else are printed as usual.
+fn install_quiet_hook() {
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
 
 /// Calls `f`; if it panics, returns an error naming `what` instead, printing nothing.
 pub fn catch_panic<T>(what: &str, f: impl FnOnce() -> T + UnwindSafe) -> Result<T, Panicked> {
-    let _serialised = HOOK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
+    install_quiet_hook();
+    let outer = GUARDED.with(|g| g.replace(true));
     let result = panic::catch_unwind(f);
-    panic::set_hook(previous);
+    GUARDED.with(|g| g.set(outer));
     result.map_err(|payload| Panicked {
         what: what.to_owned(),
         message: payload

@@ -21,7 +21,7 @@ pub enum KeySource {
 impl std::fmt::Display for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KeySource::File(path) => write!(f, "{}", path.display()),
+            KeySource::File(path) => f.write_str(&shown_path(path)),
             KeySource::Env => write!(f, "${ENV_KEY}"),
         }
     }
@@ -32,11 +32,13 @@ impl std::fmt::Display for KeySource {
 pub enum KeyLoadError {
     #[error("no signing key: give --key FILE, or set {ENV_KEY} or {ENV_KEY_FILE}")]
     Missing,
-    #[error("cannot read the signing key {path}: {source}")]
+    #[error("cannot read the signing key {}: {source}", shown_path(path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no home directory to keep the key in; give --out FILE")]
+    NoHome,
     #[error("{source} (in {origin})")]
     Malformed { origin: KeySource, source: KeyError },
     #[error("{path} already exists; clockrel never overwrites a key")]
@@ -54,6 +56,22 @@ pub enum KeyLoadError {
         line: usize,
         source: KeyError,
     },
+}
+
+/// A key path as errors may show it: a "path" that is really the key's text (pasted
+/// into `--key` or `CLOCKREL_SIGNING_KEY_FILE` by mistake) is withheld.
+fn shown_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let hex_run = text
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .any(|run| run.len() >= 32);
+    if text.contains("clockrel-secret") || hex_run {
+        format!(
+            "<withheld: this looks like the key itself, not a path; pass the text in ${ENV_KEY}>"
+        )
+    } else {
+        text.into_owned()
+    }
 }
 
 /// The secret key from `--key`, else `$CLOCKREL_SIGNING_KEY`, else `$CLOCKREL_SIGNING_KEY_FILE`.
@@ -88,10 +106,9 @@ fn parse_secret(text: &str, origin: KeySource) -> Result<(SecretKey, KeySource),
 /// Makes a new key at `path`, readable only by its owner, and returns its public half.
 /// Refuses to replace an existing file.
 pub fn generate(path: &Path) -> Result<PublicKey, KeyLoadError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| KeyLoadError::Random(e.to_string()))?;
-    let key = SecretKey::from_seed(seed);
-    seed.fill(0);
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut()).map_err(|e| KeyLoadError::Random(e.to_string()))?;
+    let key = SecretKey::from_seed(*seed);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| KeyLoadError::Write {
             path: dir.to_owned(),
@@ -115,9 +132,15 @@ pub fn generate(path: &Path) -> Result<PublicKey, KeyLoadError> {
         }
     };
     let mut file = options.open(path).map_err(write_error)?;
-    file.write_all(key.to_key_file().as_bytes())
+    let text = zeroize::Zeroizing::new(key.to_key_file());
+    if let Err(e) = file
+        .write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(write_error)?;
+    {
+        // A half-written key is no key; leave nothing that would block a retry.
+        let _ = std::fs::remove_file(path);
+        return Err(write_error(e));
+    }
     Ok(key.public())
 }
 
@@ -136,12 +159,17 @@ pub fn load_trusted(path: &Path) -> Result<Vec<PublicKey>, KeyLoadError> {
 
 /// Where `keygen` puts a key when not told: the user's config directory, outside any
 /// repository, so that it cannot be committed by accident.
-pub fn default_key_path() -> PathBuf {
+pub fn default_key_path() -> Result<PathBuf, KeyLoadError> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("clockrel").join("signing.key")
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".config"))
+        })
+        .ok_or(KeyLoadError::NoHome)?;
+    Ok(base.join("clockrel").join("signing.key"))
 }
 
 #[cfg(test)]
@@ -169,6 +197,20 @@ mod tests {
             generate(&dir.path().join("other.key")).unwrap(),
             public,
             "keys are random"
+        );
+    }
+
+    #[test]
+    fn a_key_passed_as_a_path_is_not_echoed() {
+        let key = SecretKey::from_seed([5; 32]).to_key_file();
+        let message = load_secret(Some(Path::new(key.trim())))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("withheld"), "{message}");
+        assert!(!message.contains(&key.trim()[24..]), "{message}");
+        assert_eq!(
+            shown_path(Path::new("/home/me/.config/clockrel/signing.key")),
+            "/home/me/.config/clockrel/signing.key"
         );
     }
 

@@ -232,7 +232,10 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
 }
 
 fn keygen(args: KeygenArgs, json: bool) -> Result<Exit, Failure> {
-    let path = args.out.unwrap_or_else(keys::default_key_path);
+    let path = match args.out {
+        Some(path) => path,
+        None => keys::default_key_path().map_err(|e| Failure::new(Exit::Usage, e))?,
+    };
     let public = keys::generate(&path).map_err(|e| match e {
         keys::KeyLoadError::Exists { .. } => Failure::new(Exit::Error, e).hint(
             "give --out with a new path; to retire a key, remove it from the trusted keys first",

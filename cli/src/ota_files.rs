@@ -169,6 +169,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StagedError> {
     }
     temp.as_file().sync_all().map_err(error)?;
     temp.persist(path).map_err(|e| error(e.error))?;
+    // The rename is durable only once the directory entry is.
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(error)?;
     Ok(())
 }
 

@@ -92,13 +92,14 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
     })?;
     let file = files.image_name(version);
 
-    let rules = vec![
+    let mut rules = unjudged_requirements(&checked.report);
+    rules.extend([
         version_rule(version, &image),
         newer_rule(version, staged.as_ref()),
         secure_version_rule(&image, staged.as_ref()),
         image_name_rule(&files, &file, &image.bytes)?,
         trusted_key_rule(&key.public(), trusted.as_deref(), config),
-    ];
+    ]);
     let mut report = StageReport {
         ok: false,
         version: version.to_string(),
@@ -112,17 +113,25 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
 
     let mut manifest = manifest(version, &image, &file, options, config);
     manifest.sign(&key);
-    manifest
-        .verify(std::slice::from_ref(&key.public()))
+    // Read back what devices will read: the written JSON must parse and verify.
+    Manifest::from_json(&manifest.to_json())
+        .map_err(|e| e.to_string())
+        .and_then(|reread| {
+            reread
+                .verify(std::slice::from_ref(&key.public()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
         .map_err(|e| {
             Failure::new(
                 Exit::Error,
-                anyhow::anyhow!("the manifest just signed does not verify: {e}"),
+                anyhow::anyhow!("the manifest just signed does not read back: {e}"),
             )
         })?;
     let written = files.write(&file, &image.bytes, &manifest).map_err(|e| {
-        Failure::new(Exit::Error, e)
-            .hint("the previous release in ota_files/ is intact; stage again")
+        Failure::new(Exit::Error, e).hint(
+            "version.json still names the previous release, so devices see no change; stage again to finish",
+        )
     })?;
     report.ok = true;
     report.staged = Some(Staged {
@@ -151,13 +160,29 @@ fn key_failure(error: KeyLoadError) -> Failure {
     }
 }
 
+/// Rules `check` could not judge for lack of input, which a release must not skip.
+fn unjudged_requirements(check: &CheckReport) -> Vec<Finding> {
+    check
+        .rules
+        .iter()
+        .filter(|f| f.status == Status::Skip)
+        .filter(|f| matches!(f.rule, Rule::Table | Rule::Headroom | Rule::InsideFlash))
+        .map(|f| {
+            Finding::fail(
+                f.rule,
+                format!("a release must pass this rule, but: {}", f.detail),
+            )
+        })
+        .collect()
+}
+
 fn version_rule(version: &Version, image: &LoadedImage) -> Finding {
     let embedded = image.info.descriptor.version;
     match embedded
         .as_str()
         .and_then(|text| text.parse::<Version>().ok())
     {
-        Some(found) if found.same_release(version) => {
+        Some(found) if found == *version => {
             Finding::pass(Rule::Version, format!("the image says it is {embedded}"))
         }
         Some(_) => Finding::fail(
@@ -228,9 +253,9 @@ fn image_name_rule(files: &OtaFiles, file: &str, image: &[u8]) -> Result<Finding
 
 fn trusted_key_rule(key: &PublicKey, trusted: Option<&[PublicKey]>, config: &Config) -> Finding {
     let Some(trusted) = trusted else {
-        return Finding::skip(
+        return Finding::fail(
             Rule::TrustedKey,
-            "signing.trusted_keys is not set in clockrel.toml, so whether devices trust this key is unknown",
+            "signing.trusted_keys is not set in clockrel.toml, so whether devices would accept this key is unknown",
         );
     };
     let list = config

@@ -248,6 +248,25 @@ fn elf_input_is_made_into_an_image_as_a_release_would() {
     );
     assert_eq!(report["image"]["flash_size"], "8MB");
     assert_eq!(report["image"]["elf"], elf_path.to_str().unwrap());
+    assert_eq!(
+        rule(&report, "chip")["status"],
+        "skip",
+        "an image made for the chip cannot fail it"
+    );
+
+    // Without a flash size, the size espflash was told is no evidence: the rule is skipped.
+    let out = s.run(&[
+        "check",
+        "--elf",
+        elf_path.to_str().unwrap(),
+        "--partitions",
+        &wordclock_table(),
+        "--json",
+    ]);
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(report["flash_size"], serde_json::Value::Null);
+    assert_eq!(rule(&report, "inside-flash")["status"], "skip");
 }
 
 #[test]

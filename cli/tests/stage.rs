@@ -270,6 +270,28 @@ fn a_failed_check_rule_stops_the_stage() {
 }
 
 #[test]
+fn a_release_without_a_partition_table_or_trusted_keys_is_refused() {
+    let repo = Repo::new();
+    let config = std::fs::read_to_string(repo.root().join("clockrel.toml")).unwrap();
+    let without = |line: &str| config.replace(line, "");
+    for (edited, rule) in [
+        (
+            without("partitions = \"partitions/partitions.csv\"\n"),
+            "headroom",
+        ),
+        (
+            without("trusted_keys = \"firmware/trusted-keys.txt\"\n"),
+            "trusted-key",
+        ),
+    ] {
+        std::fs::write(repo.root().join("clockrel.toml"), edited).unwrap();
+        let out = repo.stage("v2.9.0", &FirmwareElf::new("2.9.0"));
+        assert_refused_without_change(out, rule);
+        assert!(repo.ota_files().is_empty());
+    }
+}
+
+#[test]
 fn a_key_the_firmware_does_not_trust_is_refused() {
     let (repo, before) = staged_repo();
     let out = repo.run(&["keygen", "--out", "secrets/other.key"], &[]);
@@ -315,7 +337,7 @@ fn an_interrupted_stage_keeps_the_previous_release_and_can_be_rerun() {
     let out = repo.stage("v2.10.0", &elf);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("the previous release in ota_files/ is intact"),
+        stderr(&out).contains("version.json still names the previous release"),
         "{}",
         stderr(&out)
     );

@@ -29,6 +29,8 @@ pub enum Decision {
 pub enum Refusal {
     #[error("{0}")]
     Signature(SignatureError),
+    #[error("the manifest does not say which chip and secure_version it is for")]
+    Incomplete,
     #[error("the release is built for {offered}, this device is {running}")]
     WrongChip { running: Chip, offered: Chip },
     #[error("the release {offered} is older than the running {running}")]
@@ -45,10 +47,9 @@ pub fn decide(running: &Running, manifest: &Manifest, trusted: &[PublicKey]) -> 
     if let Err(e) = manifest.verify(trusted) {
         return Decision::Refuse(Refusal::Signature(e));
     }
-    // A verified manifest is format 1, which has chip and secure_version.
     let (Some(offered_chip), Some(offered_secure)) = (manifest.chip, manifest.secure_version)
     else {
-        return Decision::Refuse(Refusal::Signature(SignatureError::Legacy));
+        return Decision::Refuse(Refusal::Incomplete);
     };
     if offered_chip != running.chip {
         return Decision::Refuse(Refusal::WrongChip {

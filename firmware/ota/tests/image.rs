@@ -254,6 +254,30 @@ fn a_truncated_image_names_the_missing_part() {
 }
 
 #[test]
+fn a_declared_length_is_held_to_exactly() {
+    let mut longer = ImageReader::new().expect_len(IMAGE.len() as u64 + 16);
+    longer.feed(IMAGE).unwrap();
+    let e = longer.finish().unwrap_err();
+    assert_eq!(
+        e.kind,
+        ImageErrorKind::LengthMismatch {
+            declared: IMAGE.len() as u64 + 16
+        }
+    );
+    let mut shorter = ImageReader::new().expect_len(IMAGE.len() as u64 - 8);
+    let e = shorter.feed(IMAGE).unwrap_err();
+    assert_eq!(
+        (e.offset, e.kind),
+        (
+            IMAGE.len() as u64 - 8,
+            ImageErrorKind::LengthMismatch {
+                declared: IMAGE.len() as u64 - 8
+            }
+        )
+    );
+}
+
+#[test]
 fn after_an_error_the_reader_keeps_refusing() {
     let mut reader = ImageReader::new();
     let first = reader.feed(&[0x00; 24]).unwrap_err();

@@ -149,6 +149,17 @@ fn reformatted_json_keeps_the_signature() {
 }
 
 #[test]
+fn a_manifest_built_in_code_with_a_path_for_a_file_does_not_verify() {
+    let mut m = release();
+    m.file = Some("../evil.bin".into());
+    m.sign(&key(1));
+    assert!(matches!(
+        m.verify(&[key(1).public()]),
+        Err(SignatureError::Malformed(ManifestError::BadFileName(_)))
+    ));
+}
+
+#[test]
 fn unsigned_and_legacy_manifests_are_not_trusted() {
     let m = release();
     assert_eq!(m.verify(&[key(1).public()]), Err(SignatureError::Unsigned));
@@ -253,6 +264,35 @@ fn bad_manifests_get_clear_errors() {
         Manifest::from_json(&serde_json::to_vec(&value).unwrap()),
         Err(ManifestError::BadFileName(_))
     ));
+    let deep = format!(
+        "{{\"version\": \"1.0.0\", \"x\": {}{}}}",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    assert_eq!(
+        Manifest::from_json(deep.as_bytes()),
+        Err(ManifestError::TooDeep)
+    );
+    let brackets_in_text = format!(
+        "{{\"version\": \"1.0.0\", \"sha256\": \"{}\", \"firmware_size\": 1, \"title\": \"{}\"}}",
+        "0".repeat(64),
+        "[{".repeat(40)
+    );
+    assert!(
+        Manifest::from_json(brackets_in_text.as_bytes()).is_ok(),
+        "brackets inside strings do not nest"
+    );
+    let hostile = format!(
+        "{{\"version\": 7, \"x\": \"{}\"}}",
+        "\\u001b[31m".repeat(100)
+    );
+    let message = Manifest::from_json(hostile.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.len() < 160 && !message.contains('\u{1b}'),
+        "{message}"
+    );
     let huge = vec![b' '; MAX_MANIFEST_LEN + 1];
     assert_eq!(
         Manifest::from_json(&huge),

@@ -44,6 +44,8 @@ pub enum ImageErrorKind {
     Truncated { missing: Part },
     #[error("data continues after the end of the image")]
     TrailingData,
+    #[error("the image was declared {declared} bytes long but is not")]
+    LengthMismatch { declared: u64 },
 }
 
 /// A part of the image, to say which one is missing.

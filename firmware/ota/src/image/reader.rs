@@ -151,6 +151,11 @@ impl ImageReader {
         if let Some(missing) = missing {
             return Err(self.error(ImageErrorKind::Truncated { missing }));
         }
+        if let Some(declared) = self.declared_len
+            && self.offset != declared
+        {
+            return Err(self.error(ImageErrorKind::LengthMismatch { declared }));
+        }
         let (Some(header), Some(descriptor)) = (self.header, self.descriptor) else {
             unreachable!("the end stage is reached only after the header and descriptor parsed")
         };
@@ -166,6 +171,12 @@ impl ImageReader {
     }
 
     fn feed_chunk(&mut self, mut data: &[u8]) -> Result<(), ImageError> {
+        if let Some(declared) = self.declared_len
+            && self.offset.saturating_add(data.len() as u64) > declared
+        {
+            let at = self.offset.max(declared);
+            return Err(self.error_at(at, ImageErrorKind::LengthMismatch { declared }));
+        }
         while !data.is_empty() {
             match self.stage {
                 Stage::Header => {
@@ -316,7 +327,8 @@ impl ImageReader {
                     },
                 ));
             }
-        } else if len > MAX_SEGMENT_LEN {
+        }
+        if len > MAX_SEGMENT_LEN {
             return Err(self.error_at(len_offset, ImageErrorKind::SegmentTooLarge { index, len }));
         }
         if index == 0 && (len as usize) < DESCRIPTOR_LEN {

@@ -25,6 +25,11 @@ pub const FORMAT: u32 = 1;
 pub const MAX_MANIFEST_LEN: usize = 16 * 1024;
 /// The longest versioned file name a manifest may name.
 const MAX_FILE_NAME: usize = 128;
+/// The deepest nesting of arrays and objects a manifest may have. The format needs 2;
+/// the bound keeps a hostile document from recursing through a device's small stack.
+const MAX_DEPTH: usize = 8;
+/// How much of the JSON parser's message an error repeats: it may quote hostile text.
+const MAX_ERROR_TEXT: usize = 120;
 
 /// A parsed `version.json`. Fields the format does not know are kept in `extra` and
 /// written back unchanged, but are not signed: nothing may act on them.
@@ -78,6 +83,8 @@ pub enum ManifestError {
     TooLarge { len: usize },
     #[error("manifest is not valid: {0}")]
     Json(String),
+    #[error("manifest nests arrays or objects more than {MAX_DEPTH} deep")]
+    TooDeep,
     #[error("manifest format {0} is not known to this version (it reads format 1)")]
     UnsupportedFormat(u32),
     #[error("format {FORMAT} manifest lacks `{0}`")]
@@ -95,8 +102,18 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_LEN {
             return Err(ManifestError::TooLarge { len: bytes.len() });
         }
-        let manifest: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| ManifestError::Json(alloc::string::ToString::to_string(&e)))?;
+        if nesting_depth(bytes) > MAX_DEPTH {
+            return Err(ManifestError::TooDeep);
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            let text = alloc::string::ToString::to_string(&e);
+            ManifestError::Json(
+                text.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_ERROR_TEXT)
+                    .collect(),
+            )
+        })?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -108,7 +125,8 @@ impl Manifest {
         out
     }
 
-    fn validate(&self) -> Result<(), ManifestError> {
+    /// Checks what `from_json` checks, for a manifest built in code.
+    pub fn validate(&self) -> Result<(), ManifestError> {
         match self.format {
             None => {}
             Some(FORMAT) => {
@@ -130,6 +148,32 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The deepest nesting of `[` and `{` in JSON text, not counting those inside strings.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A name a device may append to a source's base URL: no path, no traversal.

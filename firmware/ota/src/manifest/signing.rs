@@ -183,6 +183,8 @@ impl<'de> Deserialize<'de> for Signature {
 /// Why a manifest is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    #[error("{0}")]
+    Malformed(super::ManifestError),
     #[error("the manifest is in the legacy format, which carries no signature")]
     Legacy,
     #[error("the manifest is not signed")]
@@ -199,7 +201,7 @@ impl Manifest {
         let mut m = Encoder(DOMAIN.to_vec());
         m.int("format", self.format.map(u64::from));
         m.text("version", Some(&alloc::format!("{}", self.version)));
-        m.text("chip", self.chip.and_then(|c| c.name()));
+        m.int("chip", self.chip.map(|c| u64::from(c.id())));
         m.int("secure_version", self.secure_version.map(u64::from));
         m.text("file", self.file.as_deref());
         m.digest("sha256", self.sha256.as_bytes());
@@ -230,6 +232,7 @@ impl Manifest {
         if self.format != Some(FORMAT) {
             return Err(SignatureError::Legacy);
         }
+        self.validate().map_err(SignatureError::Malformed)?;
         let signature = self.signature.as_ref().ok_or(SignatureError::Unsigned)?;
         let key = trusted
             .iter()
