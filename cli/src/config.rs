@@ -22,6 +22,7 @@ pub struct Config {
     pub release: Release,
     pub signing: Signing,
     pub sources: Sources,
+    pub verify: Verify,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -81,6 +82,45 @@ pub struct GithubSource {
     pub repository: String,
     #[serde(default = "default_branch")]
     pub branch: String,
+    /// Where to push [default: https://github.com/<repository>.git].
+    pub git_url: Option<String>,
+    /// The REST API [default: https://api.github.com]; for GitHub Enterprise or tests.
+    pub api_url: Option<String>,
+    /// Where devices read raw files [default: https://raw.githubusercontent.com].
+    pub raw_url: Option<String>,
+    /// Where release assets are uploaded [default: https://uploads.github.com for
+    /// github.com, else the api_url].
+    pub upload_url: Option<String>,
+}
+
+/// GitHub's REST API on github.com.
+pub const GITHUB_API_URL: &str = "https://api.github.com";
+
+impl GithubSource {
+    pub fn owner(&self) -> &str {
+        self.repository.split('/').next().unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.repository.split('/').nth(1).unwrap_or_default()
+    }
+
+    pub fn git_url(&self) -> String {
+        self.git_url
+            .clone()
+            .unwrap_or_else(|| format!("https://github.com/{}.git", self.repository))
+    }
+
+    pub fn api_url(&self) -> &str {
+        self.api_url.as_deref().unwrap_or(GITHUB_API_URL)
+    }
+
+    pub fn raw_url(&self) -> &str {
+        self.raw_url
+            .as_deref()
+            .unwrap_or("https://raw.githubusercontent.com")
+            .trim_end_matches('/')
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +134,37 @@ pub struct R2Source {
     /// A key prefix inside the bucket, such as `ota/`.
     #[serde(default)]
     pub prefix: String,
+    /// The S3 API endpoint [default: https://<account_id>.r2.cloudflarestorage.com].
+    pub endpoint: Option<String>,
+}
+
+impl R2Source {
+    /// The S3 endpoint, from `endpoint` or the account id.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint.clone().or_else(|| {
+            self.account_id
+                .as_ref()
+                .map(|id| format!("https://{id}.r2.cloudflarestorage.com"))
+        })
+    }
+
+    /// The public URL of an object key.
+    pub fn public_url_of(&self, file: &str) -> String {
+        format!(
+            "{}/{}{file}",
+            self.public_url.trim_end_matches('/'),
+            self.prefix
+        )
+    }
+}
+
+/// How `publish` and `verify` check what devices will download.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// How long to keep retrying a public URL that serves stale or missing bytes
+    /// (CDN caches) [default: 360 seconds; raw.githubusercontent.com caches for 5 minutes].
+    pub deadline_seconds: Option<u64>,
 }
 
 fn default_branch() -> String {
@@ -113,6 +184,8 @@ struct File {
     signing: Signing,
     #[serde(default)]
     sources: Sources,
+    #[serde(default)]
+    verify: Verify,
 }
 
 /// Why the config could not be used.
@@ -181,6 +254,7 @@ impl Config {
             release: file.release,
             signing,
             sources: file.sources,
+            verify: file.verify,
         })
     }
 
@@ -195,12 +269,31 @@ impl Config {
 
     /// The directory `stage` writes and the GitHub source serves.
     pub fn ota_files(&self) -> PathBuf {
-        self.root.join(
-            self.release
-                .ota_files
-                .as_deref()
-                .unwrap_or(Path::new("ota_files")),
-        )
+        self.root.join(self.ota_files_in_repo())
+    }
+
+    /// `ota_files/` relative to the repository root, as a git path.
+    pub fn ota_files_in_repo(&self) -> String {
+        let dir = self
+            .release
+            .ota_files
+            .as_deref()
+            .unwrap_or(Path::new("ota_files"));
+        dir.to_string_lossy()
+            .replace('\\', "/")
+            .trim_matches('/')
+            .to_owned()
+    }
+
+    /// The GitHub raw URL of a staged file at a branch, tag or commit.
+    pub fn github_raw_url(&self, git_ref: &str, file: &str) -> Option<String> {
+        let github = self.sources.github.as_ref()?;
+        Some(format!(
+            "{}/{}/{git_ref}/{}/{file}",
+            github.raw_url(),
+            github.repository,
+            self.ota_files_in_repo()
+        ))
     }
 }
 

@@ -15,6 +15,10 @@ pub enum Exit {
     CheckFailed = 3,
     /// An input file could not be read or is malformed.
     BadInput = 4,
+    /// Some targets were published and others failed: run again to finish.
+    Partial = 5,
+    /// No target was published.
+    PublishFailed = 6,
 }
 
 impl Exit {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -9,9 +10,12 @@ use clockrel::check::{self, CheckOptions};
 use clockrel::config::Config;
 use clockrel::exit::{Exit, Failure};
 use clockrel::keys;
+use clockrel::progress::{Progress, Style};
+use clockrel::publish::{self, PublishOptions};
 use clockrel::rules::Headroom;
 use clockrel::stage::{self, StageOptions};
 use clockrel::units::FlashSize;
+use clockrel::verify;
 use ota_core::{Chip, Version};
 
 const EXIT_CODES: &str = "\
@@ -19,8 +23,10 @@ Exit codes:
   0  success
   1  unexpected error (I/O, environment)
   2  usage error
-  3  a check failed: the input was read and a rule of the release gate failed
-  4  bad input: a file could not be read or is malformed";
+  3  a check failed: a rule of the release gate failed, or a public URL does not serve the release
+  4  bad input: a file could not be read or is malformed
+  5  partly published: some sources have the release, others not (run publish again)
+  6  nothing published: every source failed";
 
 /// Release ESP32-S3 firmware over the air, safely.
 ///
@@ -47,6 +53,8 @@ enum Command {
     Check(CheckArgs),
     Keygen(KeygenArgs),
     Stage(StageArgs),
+    Publish(PublishArgs),
+    Verify(VerifyArgs),
 }
 
 /// Check that an image and a partition table are safe to ship.
@@ -175,6 +183,74 @@ struct StageArgs {
     notes_file: Option<PathBuf>,
 }
 
+/// Publish the staged release to GitHub and Cloudflare R2 at once, then verify both.
+///
+/// Takes what `clockrel stage` wrote to ota_files/, checks it as a device would (the
+/// signature, the image's size, SHA-256 and embedded version), then publishes to every
+/// configured source concurrently:
+///
+///   github  commits ota_files/ on the release branch if needed, tags vVERSION, pushes
+///           both, and creates the GitHub Release with the image and version.json
+///   r2      puts the versioned image, the alias, then version.json last
+///
+/// Every step first looks at what is there: the same bytes are skipped, other bytes under
+/// a versioned name stop that target. One target failing does not stop the other; run
+/// again to finish, and only what is missing is done. Afterwards every public URL is
+/// fetched until it serves exactly the signed bytes, or --deadline passes (CDN caches).
+///
+/// Credentials come from the environment only: GITHUB_TOKEN (or GH_TOKEN),
+/// R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or the AWS_ names).
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  clockrel publish --dry-run
+  clockrel publish
+  clockrel publish --only r2 --json
+
+Exit codes: 0 published and verified, 5 partly published (run again), 6 nothing
+published, 3 published but a public URL does not serve it, 4 bad staged files, 2 usage.")]
+struct PublishArgs {
+    /// Publish to one source only
+    #[arg(long, value_name = "TARGET", value_parser = ["github", "r2", "cloudflare"])]
+    only: Option<String>,
+
+    /// Print the exact plan (objects, refs, URLs) and touch nothing
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Do not fetch the public URLs afterwards
+    #[arg(long)]
+    no_verify: bool,
+
+    /// Seconds to keep retrying public URLs that serve stale bytes [default: config, then 360]
+    #[arg(long, value_name = "SECONDS")]
+    deadline: Option<u64>,
+}
+
+/// Check what each source serves, as a device would, and whether the sources agree.
+///
+/// Fetches version.json from every configured source, checks its signature against the
+/// trusted keys, fetches the image it names and checks size and SHA-256. When a release
+/// is staged, each source must serve exactly it. Reports when two sources serve
+/// different releases.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  clockrel verify
+  clockrel verify --deadline 300     # keep retrying while CDN caches expire
+  clockrel verify --only r2 --json
+
+Exit codes: 0 every source serves the release, 3 a source does not, 2 usage.")]
+struct VerifyArgs {
+    /// Check one source only
+    #[arg(long, value_name = "TARGET", value_parser = ["github", "r2", "cloudflare"])]
+    only: Option<String>,
+
+    /// Seconds to keep retrying a source that does not serve the staged release yet
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    deadline: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -199,11 +275,60 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             })
         }
         Command::Keygen(args) => keygen(args, cli.json),
+        Command::Publish(args) => {
+            let config = require_config(config, "publish")?;
+            let only = args.only.as_deref().map(parse_target).transpose()?;
+            let options = PublishOptions {
+                only,
+                dry_run: args.dry_run,
+                verify: !args.no_verify,
+                deadline: Duration::from_secs(
+                    args.deadline
+                        .or(config.verify.deadline_seconds)
+                        .unwrap_or(verify::DEFAULT_DEADLINE.as_secs()),
+                ),
+            };
+            let report =
+                runtime()?.block_on(publish::run(&options, &config, Style::detect(cli.json)))?;
+            emit(cli.json, &report, publish::render)?;
+            Ok(report.verdict.exit())
+        }
+        Command::Verify(args) => {
+            let config = require_config(config, "verify")?;
+            let only = args.only.as_deref().map(parse_target).transpose()?;
+            let trusted = publish::trusted_keys(&config)?;
+            // A staged release, when there is one, is what every source must serve.
+            let staged = publish::load_release(&config).ok();
+            let commit = staged
+                .as_ref()
+                .and_then(|r| tag_commit(&config, &r.version().tag()));
+            let probes =
+                verify::probes(&config, commit.as_deref(), only.map(publish::Target::name));
+            if probes.is_empty() {
+                return Err(Failure::new(
+                    Exit::Usage,
+                    anyhow::anyhow!("no source to verify is configured"),
+                )
+                .hint("set [sources.github] and [sources.r2] in clockrel.toml"));
+            }
+            let progress = Progress::new(Style::detect(cli.json));
+            let deadline = Duration::from_secs(args.deadline);
+            let verification = runtime()?.block_on(verify::verify(
+                &probes,
+                &trusted,
+                staged.as_ref(),
+                deadline,
+                &progress,
+            ));
+            emit(cli.json, &verification, render_verification)?;
+            Ok(if verification.ok {
+                Exit::Success
+            } else {
+                Exit::CheckFailed
+            })
+        }
         Command::Stage(args) => {
-            let config = config.ok_or_else(|| {
-                Failure::new(Exit::Usage, anyhow::anyhow!("no clockrel.toml here or above"))
-                    .hint("stage writes into the repository that holds clockrel.toml; run it there or give --config")
-            })?;
+            let config = require_config(config, "stage")?;
             let notes = match &args.notes_file {
                 Some(path) => Some(
                     std::fs::read_to_string(path)
@@ -262,6 +387,54 @@ fn keygen(args: KeygenArgs, json: bool) -> Result<Exit, Failure> {
         println!("trusts it before you release with this key.");
     }
     Ok(Exit::Success)
+}
+
+fn require_config(config: Option<Config>, command: &str) -> Result<Config, Failure> {
+    config.ok_or_else(|| {
+        Failure::new(Exit::Usage, anyhow::anyhow!("no clockrel.toml here or above"))
+            .hint(format!("`clockrel {command}` works on the repository that holds clockrel.toml; run it there or give --config"))
+    })
+}
+
+fn parse_target(name: &str) -> Result<publish::Target, Failure> {
+    name.parse()
+        .map_err(|e: String| Failure::new(Exit::Usage, anyhow::anyhow!(e)))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(|e| Failure::new(Exit::Error, e))
+}
+
+/// The commit a release tag points at in the local repository, if it is there.
+fn tag_commit(config: &Config, tag: &str) -> Option<String> {
+    let repo = git2::Repository::discover(&config.root).ok()?;
+    let object = repo.revparse_single(&format!("refs/tags/{tag}")).ok()?;
+    Some(object.peel_to_commit().ok()?.id().to_string())
+}
+
+fn render_verification(verification: &verify::Verification) -> String {
+    let mut out = String::new();
+    for served in &verification.sources {
+        let status = if served.ok { "ok" } else { "FAIL" };
+        out.push_str(&format!(
+            "{status:<4} {:<18} {}  {}\n",
+            served.source, served.manifest_url, served.detail
+        ));
+    }
+    if let Some(disagreement) = &verification.disagreement {
+        out.push_str(&format!("FAIL sources disagree: {disagreement}\n"));
+    }
+    out.push_str(if verification.ok {
+        "every source serves the release\n"
+    } else {
+        "NOT verified: a device may not get the release from every source\n"
+    });
+    out
 }
 
 /// Prints a report: JSON on stdout with `--json`, else the human rendering.

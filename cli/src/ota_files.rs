@@ -32,6 +32,31 @@ pub enum StagedError {
     },
     #[error("{path} already exists with other bytes; a published image name is never reused")]
     Immutable { path: PathBuf },
+    #[error("nothing is staged: {path} does not exist")]
+    NothingStaged { path: PathBuf },
+    #[error("the staged version.json is not trusted: {0}")]
+    Untrusted(ota_core::manifest::SignatureError),
+    #[error("{path} does not match the staged version.json: {reason}")]
+    Mismatch { path: PathBuf, reason: String },
+}
+
+/// A staged release, checked as a device would check it before anything is published.
+#[derive(Debug, Clone)]
+pub struct StagedRelease {
+    pub manifest: Manifest,
+    /// `version.json` exactly as staged: the bytes every source serves.
+    pub manifest_bytes: Vec<u8>,
+    /// The versioned image file name, e.g. `wordclock-v2.9.0.bin`.
+    pub image_name: String,
+    pub image: Vec<u8>,
+    /// The stable alias name, e.g. `wordclock.bin`.
+    pub alias_name: String,
+}
+
+impl StagedRelease {
+    pub fn version(&self) -> &Version {
+        &self.manifest.version
+    }
 }
 
 /// What happened to one file.
@@ -92,6 +117,83 @@ impl OtaFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StagedError::Read { path, source }),
         }
+    }
+
+    /// Loads the staged release and checks it: the manifest verifies with `trusted`, the
+    /// image it names has its size and SHA-256, is a well-formed image of its chip, and
+    /// embeds its version; the alias holds the same bytes.
+    pub fn load_release(
+        &self,
+        trusted: &[ota_core::manifest::PublicKey],
+    ) -> Result<StagedRelease, StagedError> {
+        let manifest_path = self.manifest_path();
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => StagedError::NothingStaged {
+                    path: path.to_owned(),
+                },
+                _ => StagedError::Read {
+                    path: path.to_owned(),
+                    source,
+                },
+            })
+        };
+        let manifest_bytes = read(&manifest_path)?;
+        let manifest =
+            Manifest::from_json(&manifest_bytes).map_err(|source| StagedError::BadManifest {
+                path: manifest_path.clone(),
+                source,
+            })?;
+        manifest.verify(trusted).map_err(StagedError::Untrusted)?;
+        let image_name = manifest.file.clone().unwrap_or_default();
+        let image_path = self.dir.join(&image_name);
+        let image = read(&image_path)?;
+        let mismatch = |reason: String| StagedError::Mismatch {
+            path: image_path.clone(),
+            reason,
+        };
+        if image.len() as u64 != manifest.firmware_size {
+            return Err(mismatch(format!(
+                "{} bytes, the manifest says {}",
+                image.len(),
+                manifest.firmware_size
+            )));
+        }
+        let info =
+            ota_core::image::parse(&image, manifest.chip).map_err(|e| mismatch(e.to_string()))?;
+        if info.sha256 != manifest.sha256 {
+            return Err(mismatch(format!(
+                "SHA-256 {}, the manifest says {}",
+                info.sha256, manifest.sha256
+            )));
+        }
+        let embedded = info
+            .descriptor
+            .version
+            .as_str()
+            .and_then(|v| v.parse::<Version>().ok());
+        if embedded.as_ref() != Some(&manifest.version) {
+            return Err(mismatch(format!(
+                "the image says it is {}, the manifest says {}",
+                info.descriptor.version, manifest.version
+            )));
+        }
+        let alias_name = self.alias_name();
+        let alias_path = self.dir.join(&alias_name);
+        if read(&alias_path)? != image {
+            return Err(StagedError::Mismatch {
+                path: alias_path,
+                reason: "the alias does not hold the staged image; run `clockrel stage` again"
+                    .to_owned(),
+            });
+        }
+        Ok(StagedRelease {
+            manifest,
+            manifest_bytes,
+            image_name,
+            image,
+            alias_name,
+        })
     }
 
     /// Whether the versioned image can be written: absent, or already these bytes.

@@ -313,29 +313,12 @@ fn manifest(
 }
 
 /// The legacy fleet downloads from `firmware_url`: the GitHub raw URL of the versioned
-/// image if GitHub is a source, else the R2 one.
+/// image on the release branch if GitHub is a source, else the R2 one.
 fn firmware_url(config: &Config, file: &str) -> Option<String> {
-    if let Some(github) = &config.sources.github {
-        let dir = config
-            .release
-            .ota_files
-            .as_deref()
-            .unwrap_or("ota_files".as_ref());
-        let dir = dir.to_string_lossy().replace('\\', "/");
-        return Some(format!(
-            "https://raw.githubusercontent.com/{}/{}/{}/{file}",
-            github.repository,
-            github.branch,
-            dir.trim_matches('/')
-        ));
-    }
-    config.sources.r2.as_ref().map(|r2| {
-        format!(
-            "{}/{}{file}",
-            r2.public_url.trim_end_matches('/'),
-            r2.prefix
-        )
-    })
+    let branch = config.sources.github.as_ref().map(|g| g.branch.as_str());
+    branch
+        .and_then(|branch| config.github_raw_url(branch, file))
+        .or_else(|| config.sources.r2.as_ref().map(|r2| r2.public_url_of(file)))
 }
 
 /// The commit the image was built from, when the repository is a git work tree.

@@ -5,138 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::repo::Repo;
 use common::{stderr, stdout};
-use ota_core::manifest::PublicKey;
-use ota_core::{Manifest, Sha256};
+use ota_core::Sha256;
 use testkit::FirmwareElf;
-
-/// A firmware repository with clockrel.toml, the word clock's table and a trusted key.
-struct Repo {
-    dir: tempfile::TempDir,
-    key: PathBuf,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        Repo::with_config("")
-    }
-
-    /// `extra` is appended to the config.
-    fn with_config(extra: &str) -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_owned();
-        std::fs::create_dir_all(root.join("partitions")).unwrap();
-        std::fs::create_dir_all(root.join("firmware")).unwrap();
-        std::fs::copy(
-            common::workspace().join("partitions/partitions.csv"),
-            root.join("partitions/partitions.csv"),
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("clockrel.toml"),
-            format!(
-                "[firmware]\npackage = \"wordclock\"\nchip = \"esp32s3\"\n\n[flash]\nsize = \"8MB\"\npartitions = \"partitions/partitions.csv\"\n\n[signing]\ntrusted_keys = \"firmware/trusted-keys.txt\"\n\n[sources.github]\nrepository = \"acme/wordclock\"\n{extra}"
-            ),
-        )
-        .unwrap();
-        let repo = Repo {
-            key: root.join("secrets/release.key"),
-            dir,
-        };
-        let root = repo.root();
-        let out = repo.run(&["keygen", "--out", "secrets/release.key", "--json"], &[]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let keygen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        std::fs::write(
-            root.join("firmware/trusted-keys.txt"),
-            format!(
-                "# keys the firmware trusts\n{}\n",
-                keygen["public_key"].as_str().unwrap()
-            ),
-        )
-        .unwrap();
-        repo
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clockrel"));
-        command
-            .current_dir(self.root())
-            .args(args)
-            .env_remove("CLOCKREL_SIGNING_KEY")
-            .env_remove("CLOCKREL_SIGNING_KEY_FILE")
-            .env("SOURCE_DATE_EPOCH", "1795000000");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        command.output().unwrap()
-    }
-
-    fn image(&self, elf: &FirmwareElf) -> PathBuf {
-        let path = self
-            .root()
-            .join(format!("build-{}-{}.bin", elf.version, elf.secure_version));
-        std::fs::write(&path, common::app_image(elf)).unwrap();
-        path
-    }
-
-    /// Stages `version` from an image of `elf` with the repository's key file.
-    fn stage(&self, version: &str, elf: &FirmwareElf) -> Output {
-        let image = self.image(elf);
-        self.run(
-            &[
-                "stage",
-                version,
-                "--image",
-                image.to_str().unwrap(),
-                "--key",
-                self.key.to_str().unwrap(),
-            ],
-            &[],
-        )
-    }
-
-    /// Every file under ota_files/ with its bytes.
-    fn ota_files(&self) -> BTreeMap<String, Vec<u8>> {
-        let dir = self.root().join("ota_files");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return BTreeMap::new();
-        };
-        entries
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    fn manifest(&self) -> Manifest {
-        Manifest::from_json(&std::fs::read(self.root().join("ota_files/version.json")).unwrap())
-            .unwrap()
-    }
-
-    fn trusted(&self) -> Vec<PublicKey> {
-        PublicKey::parse_list(
-            &std::fs::read_to_string(self.root().join("firmware/trusted-keys.txt")).unwrap(),
-        )
-        .unwrap()
-    }
-
-    fn secret_hex(&self) -> String {
-        let text = std::fs::read_to_string(&self.key).unwrap();
-        text.trim().rsplit(':').next().unwrap().to_owned()
-    }
-}
 
 #[test]
 fn stage_writes_the_image_the_alias_and_a_signed_manifest() {
@@ -242,7 +116,7 @@ fn a_lower_secure_version_is_refused() {
 
 #[test]
 fn an_image_for_another_chip_is_refused() {
-    let repo = Repo::with_config("");
+    let repo = Repo::new();
     let config = std::fs::read_to_string(repo.root().join("clockrel.toml")).unwrap();
     std::fs::write(
         repo.root().join("clockrel.toml"),

@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::unwrap_used)]
 
+pub mod repo;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

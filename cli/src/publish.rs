@@ -1,0 +1,409 @@
+//! `clockrel publish`: puts the staged release on GitHub and R2 at once, then proves
+//! that each serves exactly the signed bytes.
+//!
+//! Plan, then execute: everything that can be known before the first request (the staged
+//! release verifies, every selected source is configured and has credentials) is checked
+//! first, so a missing token never leaves one source published and the other not.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::exit::{Exit, Failure};
+use crate::keys;
+use crate::ota_files::{OtaFiles, StagedRelease};
+use crate::progress::{Progress, Style};
+use crate::targets::github::Github;
+use crate::targets::r2::{self, R2};
+use crate::targets::{self, Step, Stepped, TargetError};
+use crate::verify::{self, Probe, Verification};
+
+/// A publishing target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Github,
+    R2,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Github => "github",
+            Target::R2 => "r2",
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "github" => Ok(Target::Github),
+            "r2" | "cloudflare" => Ok(Target::R2),
+            _ => Err(format!("`{s}` is not a target: expected github or r2")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    pub only: Option<Target>,
+    pub dry_run: bool,
+    /// Fetch the public URLs afterwards.
+    pub verify: bool,
+    pub deadline: Duration,
+}
+
+/// How a publish ended, as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// `--dry-run`: nothing was touched.
+    Planned,
+    /// Every target published and every public URL serves the release.
+    Published,
+    /// Every target published, but a public URL does not serve the release.
+    Unverified,
+    /// Some targets published, others failed.
+    Partial,
+    Failed,
+}
+
+impl Verdict {
+    pub fn exit(self) -> Exit {
+        match self {
+            Verdict::Planned | Verdict::Published => Exit::Success,
+            Verdict::Unverified => Exit::CheckFailed,
+            Verdict::Partial => Exit::Partial,
+            Verdict::Failed => Exit::PublishFailed,
+        }
+    }
+}
+
+/// One target's account.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub target: Target,
+    pub ok: bool,
+    pub seconds: f64,
+    pub steps: Vec<Step>,
+    pub error: Option<TargetError>,
+    /// GitHub: the release commit.
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishReport {
+    pub version: String,
+    pub verdict: Verdict,
+    pub targets: Vec<TargetReport>,
+    /// The public URLs that would be checked (`--dry-run`) or were.
+    pub probes: Vec<Probe>,
+    pub verification: Option<Verification>,
+}
+
+/// The trusted keys, which publishing cannot do without: an unverifiable manifest must
+/// never reach a source.
+pub fn trusted_keys(config: &Config) -> Result<Vec<ota_core::manifest::PublicKey>, Failure> {
+    let path = config.signing.trusted_keys.as_ref().ok_or_else(|| {
+        Failure::new(Exit::Usage, anyhow::anyhow!("signing.trusted_keys is not set in clockrel.toml"))
+            .hint("clockrel checks every manifest against the keys the firmware trusts before it leaves the machine")
+    })?;
+    keys::load_trusted(path).map_err(|e| Failure::new(Exit::BadInput, e))
+}
+
+pub fn load_release(config: &Config) -> Result<StagedRelease, Failure> {
+    let trusted = trusted_keys(config)?;
+    let files = OtaFiles::new(config.ota_files(), config.release_name());
+    files
+        .load_release(&trusted)
+        .map_err(|e| Failure::new(Exit::BadInput, e).hint("run `clockrel stage` first"))
+}
+
+/// The selected targets: `--only`, else every configured source.
+fn selected(config: &Config, only: Option<Target>) -> Result<Vec<Target>, Failure> {
+    let configured = |t: Target| match t {
+        Target::Github => config.sources.github.is_some(),
+        Target::R2 => config.sources.r2.is_some(),
+    };
+    let targets: Vec<Target> = match only {
+        Some(target) if !configured(target) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!(
+                    "--only {} but sources.{} is not set in clockrel.toml",
+                    target.name(),
+                    target.name()
+                ),
+            ));
+        }
+        Some(target) => vec![target],
+        None => [Target::Github, Target::R2]
+            .into_iter()
+            .filter(|t| configured(*t))
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Err(
+            Failure::new(Exit::Usage, anyhow::anyhow!("no source is configured"))
+                .hint("set [sources.github] and [sources.r2] in clockrel.toml"),
+        );
+    }
+    Ok(targets)
+}
+
+pub async fn run(
+    options: &PublishOptions,
+    config: &Config,
+    style: Style,
+) -> Result<PublishReport, Failure> {
+    let release = load_release(config)?;
+    let targets = selected(config, options.only)?;
+    let uploads = targets::uploads(&release);
+    let version = release.version().tag();
+
+    if options.dry_run {
+        let reports = targets
+            .iter()
+            .map(|&target| TargetReport {
+                target,
+                ok: true,
+                seconds: 0.0,
+                steps: match (target, &config.sources.r2) {
+                    (Target::R2, Some(source)) => r2::plan(source, &uploads),
+                    _ => targets::github::plan(config, &release),
+                },
+                error: None,
+                commit: None,
+            })
+            .collect();
+        let probes = verify::probes(
+            config,
+            Some("<release commit>"),
+            options.only.map(Target::name),
+        );
+        return Ok(PublishReport {
+            version,
+            verdict: Verdict::Planned,
+            targets: reports,
+            probes,
+            verification: None,
+        });
+    }
+
+    // Everything that can fail without a request fails here, before any target starts.
+    let setup_failure = |target: Target, e: TargetError| {
+        let failure = Failure::new(Exit::Usage, anyhow::anyhow!("{}: {e}", target.name()));
+        match e.hint {
+            Some(hint) => failure.hint(format!("{hint}; or leave the target out with --only")),
+            None => failure,
+        }
+    };
+    let github = match targets.contains(&Target::Github) {
+        true => Some(Github::from_env(config).map_err(|e| setup_failure(Target::Github, e))?),
+        false => None,
+    };
+    let r2 = match (targets.contains(&Target::R2), &config.sources.r2) {
+        (true, Some(source)) => {
+            Some(R2::from_env(source).map_err(|e| setup_failure(Target::R2, e))?)
+        }
+        _ => None,
+    };
+
+    let progress = Progress::new(style);
+    let total: u64 = uploads.iter().map(|u| u.bytes.len() as u64).sum();
+    let github_run = async {
+        let github = github.as_ref()?;
+        let assets: u64 = uploads
+            .iter()
+            .filter(|u| u.name != release.alias_name)
+            .map(|u| u.bytes.len() as u64)
+            .sum();
+        let bar = progress.target("github", assets);
+        let started = Instant::now();
+        let outcome = github.publish(&release, &uploads, &bar).await;
+        Some(report(
+            Target::Github,
+            started,
+            outcome.map(|(steps, pushed)| (steps, Some(pushed.commit))),
+            &bar,
+        ))
+    };
+    let r2_run = async {
+        let r2 = r2.as_ref()?;
+        let bar = progress.target("r2", total);
+        let started = Instant::now();
+        let outcome = r2.publish(&uploads, &bar).await;
+        Some(report(
+            Target::R2,
+            started,
+            outcome.map(|(steps, ())| (steps, None)),
+            &bar,
+        ))
+    };
+    let (github_report, r2_report) = tokio::join!(github_run, r2_run);
+    let reports: Vec<TargetReport> = [github_report, r2_report].into_iter().flatten().collect();
+
+    let published = reports.iter().filter(|r| r.ok).count();
+    let commit = reports.iter().find_map(|r| r.commit.clone());
+    let verified_targets: Vec<&TargetReport> = reports.iter().filter(|r| r.ok).collect();
+    let probes: Vec<Probe> = verified_targets
+        .iter()
+        .flat_map(|r| verify::probes(config, commit.as_deref(), Some(r.target.name())))
+        .collect();
+    let verification = if options.verify && !probes.is_empty() {
+        let trusted = trusted_keys(config)?;
+        Some(
+            verify::verify(
+                &probes,
+                &trusted,
+                Some(&release),
+                options.deadline,
+                &progress,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let verdict = match (published, reports.len()) {
+        (0, _) => Verdict::Failed,
+        (n, all) if n < all => Verdict::Partial,
+        _ if verification.as_ref().is_some_and(|v| !v.ok) => Verdict::Unverified,
+        _ => Verdict::Published,
+    };
+    Ok(PublishReport {
+        version,
+        verdict,
+        targets: reports,
+        probes,
+        verification,
+    })
+}
+
+fn report(
+    target: Target,
+    started: Instant,
+    outcome: Stepped<Option<String>>,
+    bar: &crate::progress::TargetProgress,
+) -> TargetReport {
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok((steps, commit)) => {
+            bar.finish(&format!("done in {seconds:.1}s"));
+            TargetReport {
+                target,
+                ok: true,
+                seconds,
+                steps,
+                error: None,
+                commit,
+            }
+        }
+        Err((steps, error)) => {
+            bar.fail(&error.to_string());
+            TargetReport {
+                target,
+                ok: false,
+                seconds,
+                steps,
+                error: Some(error),
+                commit: None,
+            }
+        }
+    }
+}
+
+/// The report as people read it.
+pub fn render(report: &PublishReport) -> String {
+    let mut out = String::new();
+    let verb = if report.verdict == Verdict::Planned {
+        "plan for publishing"
+    } else {
+        "publish"
+    };
+    let _ = writeln!(out, "{verb} {}", report.version);
+    for target in &report.targets {
+        let head = match (&target.error, report.verdict) {
+            (_, Verdict::Planned) => String::new(),
+            (None, _) => format!("ok in {:.1}s", target.seconds),
+            (Some(_), _) => format!("FAILED after {:.1}s", target.seconds),
+        };
+        let _ = writeln!(out, "{:<7} {head}", target.target.name());
+        for step in &target.steps {
+            let outcome = match step.outcome {
+                targets::Outcome::Done => "done",
+                targets::Outcome::AlreadyThere => "already there",
+                targets::Outcome::Planned => "would",
+            };
+            let _ = writeln!(out, "  {outcome:<14} {}", step.what);
+        }
+        if let Some(error) = &target.error {
+            let _ = writeln!(out, "  FAILED         {error}");
+            if let Some(hint) = &error.hint {
+                let _ = writeln!(out, "  hint: {hint}");
+            }
+        }
+    }
+    if report.verdict == Verdict::Planned {
+        let _ = writeln!(out, "then verify");
+        for probe in &report.probes {
+            let _ = writeln!(
+                out,
+                "  {:<14} {}{}",
+                probe.source,
+                probe.base,
+                crate::ota_files::MANIFEST
+            );
+        }
+    }
+    if let Some(verification) = &report.verification {
+        let _ = writeln!(out, "verify");
+        for served in &verification.sources {
+            let status = if served.ok { "ok" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "  {status:<4} {:<18} {}  {}",
+                served.source, served.manifest_url, served.detail
+            );
+        }
+        if let Some(disagreement) = &verification.disagreement {
+            let _ = writeln!(out, "  FAIL sources disagree: {disagreement}");
+        }
+    }
+    let failed: Vec<&str> = report
+        .targets
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| t.target.name())
+        .collect();
+    let _ = match report.verdict {
+        Verdict::Planned => writeln!(out, "dry run: nothing was touched"),
+        Verdict::Published => writeln!(
+            out,
+            "published {} and verified every public URL",
+            report.version
+        ),
+        Verdict::Unverified => writeln!(
+            out,
+            "published {}, but a public URL does not serve it yet; check with `clockrel verify`",
+            report.version
+        ),
+        Verdict::Partial => writeln!(
+            out,
+            "PARTLY published: {} failed. Run `clockrel publish --only {}` to finish; what is there is skipped.",
+            failed.join(", "),
+            failed.first().copied().unwrap_or_default()
+        ),
+        Verdict::Failed => writeln!(
+            out,
+            "NOT published: every target failed (each says how far it got)"
+        ),
+    };
+    out
+}

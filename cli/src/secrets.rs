@@ -1,0 +1,79 @@
+//! Tokens and keys read from the environment, in a type that never prints itself, and a
+//! scrubber for text that might quote one (a server's error message, a URL).
+
+use std::fmt;
+
+/// A credential. `Debug` and `Display` show `***`; only [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(zeroize::Zeroizing::new(value.into()))
+    }
+
+    /// The value, for the one call that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The first of `names` that is set and not empty, with the name it came from.
+pub fn from_env(names: &[&'static str]) -> Option<(Secret, &'static str)> {
+    names.iter().find_map(|name| {
+        let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+        Some((Secret::new(value.trim()), *name))
+    })
+}
+
+/// Replaces every secret in `text` with `***`.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<Secret>,
+}
+
+impl Redactor {
+    pub fn add(&mut self, secret: &Secret) {
+        // Short values would blank out ordinary words; no real credential is that short.
+        if secret.expose().len() >= 8 {
+            self.secrets.push(secret.clone());
+        }
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret.expose(), "***")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_format_their_value() {
+        let token = Secret::new("ghp_abcdefghijklmnop");
+        assert_eq!(format!("{token} {token:?}"), "*** Secret(***)");
+        assert_eq!(token.expose(), "ghp_abcdefghijklmnop");
+        let mut redactor = Redactor::default();
+        redactor.add(&token);
+        redactor.add(&Secret::new("x"));
+        assert_eq!(
+            redactor.scrub("push to https://x:ghp_abcdefghijklmnop@host failed (x)"),
+            "push to https://x:***@host failed (x)"
+        );
+    }
+}

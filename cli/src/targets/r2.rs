@@ -1,0 +1,274 @@
+//! Cloudflare R2 through its S3 API: one PUT per file, each checked against what the
+//! bucket already holds.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use md5::Digest as _;
+
+use super::{Outcome, Step, Stepped, TargetError, Upload};
+use crate::config::R2Source;
+use crate::progress::TargetProgress;
+use crate::secrets::{self, Redactor, Secret};
+use crate::units::Bytes;
+
+/// The access key id, first name found wins.
+pub const ENV_ACCESS_KEY: [&str; 2] = ["R2_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"];
+/// The secret access key, first name found wins.
+pub const ENV_SECRET_KEY: [&str; 2] = ["R2_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
+
+/// An R2 bucket ready to publish to.
+#[derive(Debug)]
+pub struct R2 {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    redactor: Redactor,
+}
+
+/// What an object key holds now.
+enum Existing {
+    Missing,
+    Same,
+    Different,
+}
+
+impl R2 {
+    /// Connects with credentials from the environment. Makes no request.
+    pub fn from_env(source: &R2Source) -> Result<R2, TargetError> {
+        let missing = |names: &[&str]| {
+            TargetError::new("credentials", format!("{} is not set", names.join(" or ")))
+                .hint("export the R2 API token's access key id and secret (Cloudflare dashboard, R2, Manage API tokens)")
+        };
+        let (access, _) =
+            secrets::from_env(&ENV_ACCESS_KEY).ok_or_else(|| missing(&ENV_ACCESS_KEY))?;
+        let (secret, _) =
+            secrets::from_env(&ENV_SECRET_KEY).ok_or_else(|| missing(&ENV_SECRET_KEY))?;
+        R2::new(source, access, secret)
+    }
+
+    pub fn new(source: &R2Source, access: Secret, secret: Secret) -> Result<R2, TargetError> {
+        let endpoint = source.endpoint().ok_or_else(|| {
+            TargetError::new("config", "sources.r2 has neither account_id nor endpoint")
+        })?;
+        let bucket = source
+            .bucket
+            .clone()
+            .ok_or_else(|| TargetError::new("config", "sources.r2.bucket is not set"))?;
+        let mut redactor = Redactor::default();
+        redactor.add(&access);
+        redactor.add(&secret);
+        let credentials =
+            Credentials::new(access.expose(), secret.expose(), None, None, "clockrel");
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("auto"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            // R2 rejects the CRC32 checksum headers the SDK sends by default.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(4))
+            .build();
+        Ok(R2 {
+            client: Client::from_conf(config),
+            bucket,
+            prefix: source.prefix.clone(),
+            redactor,
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn step_name(&self, upload: &Upload) -> String {
+        step_name(&self.bucket, &self.key(&upload.name), upload)
+    }
+
+    /// Puts every file in order, skipping those already there with the same bytes.
+    /// Stops at the first failure: the manifest is never put before its image.
+    pub async fn publish(&self, uploads: &[Upload], progress: &TargetProgress) -> Stepped<()> {
+        let mut steps = Vec::new();
+        for upload in uploads {
+            let what = self.step_name(upload);
+            progress.step(&what);
+            match self.put(upload).await {
+                Ok(outcome) => {
+                    progress.advance(upload.bytes.len() as u64);
+                    steps.push(Step::new(what, outcome));
+                }
+                Err(message) => {
+                    let error = TargetError::new(what, message.0);
+                    let error = match message.1 {
+                        Some(hint) => error.hint(hint),
+                        None => error,
+                    };
+                    return Err((steps, error));
+                }
+            }
+        }
+        Ok((steps, ()))
+    }
+
+    async fn put(&self, upload: &Upload) -> Result<Outcome, (String, Option<String>)> {
+        let md5 = md5::Md5::digest(&upload.bytes);
+        match self.existing(upload, &md5).await? {
+            Existing::Same => return Ok(Outcome::AlreadyThere),
+            Existing::Different if upload.immutable => {
+                return Err((
+                    format!(
+                        "the bucket already holds other bytes under {}; a published name is never overwritten",
+                        self.key(&upload.name)
+                    ),
+                    Some("a versioned image is immutable: stage a new version instead".to_owned()),
+                ));
+            }
+            Existing::Different | Existing::Missing => {}
+        }
+        let sha256 = ota_core::Sha256::of(&upload.bytes);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(&upload.name))
+            .body(ByteStream::from(upload.bytes.to_vec()))
+            .content_type(upload.content_type)
+            .cache_control(upload.cache_control)
+            // The server checks the bytes it stored against this before it answers.
+            .content_md5(base64_md5(&md5))
+            .metadata("sha256", sha256.to_string())
+            .send()
+            .await
+            .map_err(|e| self.explain(e))?;
+        Ok(Outcome::Done)
+    }
+
+    /// Compares the object under the upload's key with `md5` through its ETag, which R2
+    /// sets to the MD5 of the bytes for a single-part upload.
+    async fn existing(
+        &self,
+        upload: &Upload,
+        md5: &[u8],
+    ) -> Result<Existing, (String, Option<String>)> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(&upload.name))
+            .send()
+            .await;
+        match head {
+            Ok(head) => {
+                let etag = head
+                    .e_tag()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_ascii_lowercase();
+                let same_size = head.content_length() == Some(upload.bytes.len() as i64);
+                let ours = ota_core::hex::Hex(md5).to_string();
+                Ok(if same_size && etag == ours {
+                    Existing::Same
+                } else {
+                    Existing::Different
+                })
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(Existing::Missing),
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// One line for an SDK failure, with a hint when the cause is known. Scrubbed.
+    fn explain<E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> (String, Option<String>) {
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let code = error.code().map(str::to_owned);
+        let (message, hint) = match (&error, status) {
+            (SdkError::DispatchFailure(e), _) => (
+                format!(
+                    "cannot reach the endpoint ({})",
+                    if e.is_timeout() {
+                        "timed out"
+                    } else if e.is_io() {
+                        "connection failed"
+                    } else {
+                        "transport error"
+                    }
+                ),
+                Some("check sources.r2.account_id (or endpoint) and the network".to_owned()),
+            ),
+            (SdkError::TimeoutError(_), _) => ("the request timed out".to_owned(), None),
+            (_, Some(401 | 403)) => (
+                format!(
+                    "access denied (HTTP {}{})",
+                    status.unwrap_or_default(),
+                    code.map(|c| format!(", {c}")).unwrap_or_default()
+                ),
+                Some(format!(
+                    "check {} and {}: the R2 API token must allow Object Read & Write on this bucket",
+                    ENV_ACCESS_KEY[0], ENV_SECRET_KEY[0]
+                )),
+            ),
+            (_, Some(status)) => (
+                format!(
+                    "HTTP {status}{}{}",
+                    code.map(|c| format!(" {c}")).unwrap_or_default(),
+                    error
+                        .message()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+                None,
+            ),
+            _ => (
+                aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
+                None,
+            ),
+        };
+        (self.redactor.scrub(&message), hint)
+    }
+}
+
+/// What `publish` would do, without credentials or a request.
+pub fn plan(source: &R2Source, uploads: &[Upload]) -> Vec<Step> {
+    let bucket = source
+        .bucket
+        .as_deref()
+        .unwrap_or("<sources.r2.bucket unset>");
+    uploads
+        .iter()
+        .map(|u| {
+            let what = step_name(bucket, &format!("{}{}", source.prefix, u.name), u);
+            Step::new(
+                format!("{what}, Cache-Control: {}", u.cache_control),
+                Outcome::Planned,
+            )
+        })
+        .collect()
+}
+
+fn step_name(bucket: &str, key: &str, upload: &Upload) -> String {
+    format!(
+        "put s3://{bucket}/{key} ({})",
+        Bytes(upload.bytes.len() as u64)
+    )
+}
+
+/// Content-MD5 is the base64 of the raw digest.
+fn base64_md5(md5: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(md5)
+}

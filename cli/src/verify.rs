@@ -1,0 +1,315 @@
+//! Proof from the outside: fetch each source's public `version.json` and the image it
+//! names, as a device would, and check signature, SHA-256 and size, retrying with
+//! backoff while CDN caches still serve the old release.
+
+use std::time::{Duration, Instant};
+
+use ota_core::Manifest;
+use ota_core::manifest::PublicKey;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::ota_files::{MANIFEST, StagedRelease};
+use crate::progress::Progress;
+
+/// How long a public URL may serve stale bytes by default: raw.githubusercontent.com
+/// caches for up to 5 minutes.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(360);
+/// The longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A manifest is small and an image a few MiB: refuse to read more than this.
+const MAX_BODY: u64 = 32 << 20;
+
+/// Where one source serves a release: `base` + `version.json`, `base` + the image name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// `github@<commit>`, `github@<branch>` or `r2`.
+    pub source: String,
+    pub base: String,
+}
+
+/// The public places of the configured sources. With `commit`, GitHub is probed at that
+/// commit first (never cached stale), then at the branch devices read.
+pub fn probes(config: &Config, commit: Option<&str>, only: Option<&str>) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    let dir_url = |git_ref: &str| {
+        config
+            .github_raw_url(git_ref, "")
+            .map(|url| url.trim_end_matches('/').to_owned() + "/")
+    };
+    if only.is_none_or(|o| o == "github")
+        && let Some(github) = &config.sources.github
+    {
+        if let Some(commit) = commit {
+            probes.extend(dir_url(commit).map(|base| Probe {
+                source: format!("github@{}", &commit[..commit.len().min(12)]),
+                base,
+            }));
+        }
+        probes.extend(dir_url(&github.branch).map(|base| Probe {
+            source: format!("github@{}", github.branch),
+            base,
+        }));
+    }
+    if only.is_none_or(|o| o == "r2")
+        && let Some(r2) = &config.sources.r2
+    {
+        probes.push(Probe {
+            source: "r2".to_owned(),
+            base: r2.public_url_of(""),
+        });
+    }
+    probes
+}
+
+/// What one source was found to serve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Served {
+    pub source: String,
+    pub manifest_url: String,
+    pub image_url: Option<String>,
+    pub ok: bool,
+    /// The version the source serves, when its manifest verified.
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub attempts: u32,
+    /// Why it failed, or what it serves.
+    pub detail: String,
+}
+
+/// The verdict over all sources.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub sources: Vec<Served>,
+    /// Set when two sources serve different releases.
+    pub disagreement: Option<String>,
+}
+
+/// Checks every probe, concurrently, until it serves a trusted release (the `expected`
+/// one, if given) or `deadline` passes.
+pub async fn verify(
+    probes: &[Probe],
+    trusted: &[PublicKey],
+    expected: Option<&StagedRelease>,
+    deadline: Duration,
+    progress: &Progress,
+) -> Verification {
+    let client = http_client();
+    let checks = probes
+        .iter()
+        .map(|probe| check_source(&client, probe, trusted, expected, deadline, progress));
+    let sources = futures_util::future::join_all(checks).await;
+    let disagreement = disagreement(&sources);
+    Verification {
+        ok: !sources.is_empty() && sources.iter().all(|s| s.ok) && disagreement.is_none(),
+        sources,
+        disagreement,
+    }
+}
+
+fn disagreement(sources: &[Served]) -> Option<String> {
+    let verified: Vec<&Served> = sources.iter().filter(|s| s.version.is_some()).collect();
+    let first = verified.first()?;
+    verified
+        .iter()
+        .find(|s| s.version != first.version || s.sha256 != first.sha256)
+        .map(|other| {
+            format!(
+                "{} serves {} ({}), but {} serves {} ({})",
+                first.source,
+                first.version.as_deref().unwrap_or("?"),
+                short(first.sha256.as_deref()),
+                other.source,
+                other.version.as_deref().unwrap_or("?"),
+                short(other.sha256.as_deref())
+            )
+        })
+}
+
+fn short(sha: Option<&str>) -> &str {
+    sha.map_or("?", |s| &s[..s.len().min(12)])
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(120))
+        .user_agent(concat!("clockrel/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn check_source(
+    client: &reqwest::Client,
+    probe: &Probe,
+    trusted: &[PublicKey],
+    expected: Option<&StagedRelease>,
+    deadline: Duration,
+    progress: &Progress,
+) -> Served {
+    let started = Instant::now();
+    let manifest_url = format!("{}{MANIFEST}", probe.base);
+    let mut served = Served {
+        source: probe.source.clone(),
+        manifest_url: manifest_url.clone(),
+        image_url: None,
+        ok: false,
+        version: None,
+        sha256: None,
+        attempts: 0,
+        detail: String::new(),
+    };
+    let mut wait = Duration::from_secs(1);
+    loop {
+        served.attempts += 1;
+        match try_source(client, probe, &manifest_url, trusted, expected).await {
+            Ok((manifest, image_url)) => {
+                served.ok = true;
+                served.version = Some(manifest.version.to_string());
+                served.sha256 = Some(manifest.sha256.to_string());
+                served.image_url = Some(image_url);
+                served.detail = format!("serves {} with a matching image", manifest.version.tag());
+                return served;
+            }
+            Err(Attempt {
+                detail,
+                manifest,
+                image_url,
+            }) => {
+                served.detail = detail;
+                served.image_url = image_url;
+                if let Some(m) = manifest {
+                    served.version = Some(m.version.to_string());
+                    served.sha256 = Some(m.sha256.to_string());
+                }
+            }
+        }
+        if started.elapsed() + wait > deadline {
+            return served;
+        }
+        progress.note(&format!(
+            "{}: {}; retrying in {}s",
+            probe.source,
+            served.detail,
+            wait.as_secs()
+        ));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Why one attempt failed, with what it did see.
+struct Attempt {
+    detail: String,
+    /// The manifest the source served, when it verified (but was not the expected one).
+    manifest: Option<Manifest>,
+    image_url: Option<String>,
+}
+
+impl Attempt {
+    fn new(detail: impl Into<String>) -> Attempt {
+        Attempt {
+            detail: detail.into(),
+            manifest: None,
+            image_url: None,
+        }
+    }
+}
+
+async fn try_source(
+    client: &reqwest::Client,
+    probe: &Probe,
+    manifest_url: &str,
+    trusted: &[PublicKey],
+    expected: Option<&StagedRelease>,
+) -> Result<(Manifest, String), Attempt> {
+    let bytes = fetch(client, manifest_url).await.map_err(Attempt::new)?;
+    let manifest =
+        Manifest::from_json(&bytes).map_err(|e| Attempt::new(format!("{MANIFEST}: {e}")))?;
+    manifest
+        .verify(trusted)
+        .map_err(|e| Attempt::new(format!("{MANIFEST}: {e}")))?;
+    let file = manifest.file.clone().unwrap_or_default();
+    let image_url = format!("{}{file}", probe.base);
+    if let Some(expected) = expected
+        && bytes != expected.manifest_bytes
+    {
+        return Err(Attempt {
+            detail: format!(
+                "{MANIFEST} is {} ({}), not the staged {}",
+                manifest.version.tag(),
+                short(Some(&manifest.sha256.to_string())),
+                expected.version().tag()
+            ),
+            manifest: Some(manifest),
+            image_url: Some(image_url),
+        });
+    }
+    let image = fetch(client, &image_url).await.map_err(|e| Attempt {
+        detail: e,
+        manifest: Some(manifest.clone()),
+        image_url: Some(image_url.clone()),
+    })?;
+    let sha256 = ota_core::Sha256::of(&image);
+    if sha256 != manifest.sha256 || image.len() as u64 != manifest.firmware_size {
+        return Err(Attempt {
+            detail: format!(
+                "{file} has SHA-256 {} and {} bytes, the manifest says {} and {}",
+                short(Some(&sha256.to_string())),
+                image.len(),
+                short(Some(&manifest.sha256.to_string())),
+                manifest.firmware_size
+            ),
+            manifest: Some(manifest),
+            image_url: Some(image_url),
+        });
+    }
+    Ok((manifest, image_url))
+}
+
+/// GETs a URL, refusing error statuses and bodies larger than [`MAX_BODY`].
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::CACHE_CONTROL, "no-cache")
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("GET {url}: HTTP {}", status.as_u16()));
+    }
+    if response.content_length().is_some_and(|len| len > MAX_BODY) {
+        return Err(format!("GET {url}: larger than {MAX_BODY} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > MAX_BODY {
+            return Err(format!("GET {url}: larger than {MAX_BODY} bytes"));
+        }
+    }
+    Ok(body)
+}
+
+/// reqwest repeats the URL in its errors; the caller already names it.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text
+            .replace(&format!(" ({url})"), "")
+            .replace(url.as_str(), "");
+    }
+    if error.is_connect() {
+        "cannot connect".to_owned()
+    } else if error.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        text.trim().to_owned()
+    }
+}

@@ -1,0 +1,588 @@
+//! `clockrel publish` and `clockrel verify` against real local peers: an S3 server for
+//! R2, git's own smart-HTTP server and a raw-file server for GitHub, and recorded GitHub
+//! REST responses for the release.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::process::Output;
+
+use common::repo::Repo;
+use common::{stderr, stdout};
+use testkit::{FirmwareElf, GitServer, GithubApi, S3Server};
+
+const TOKEN: &str = "ghp_testtoken0123456789abcdefghij";
+
+/// A firmware repository cloned from a git server, with GitHub's API and an R2 bucket
+/// beside it, all on this machine.
+struct World {
+    git: GitServer,
+    api: GithubApi,
+    s3: S3Server,
+    repo: Repo,
+}
+
+impl World {
+    fn new() -> World {
+        let git = GitServer::start("acme", "wordclock", TOKEN);
+        git.seed(&[("README.md", b"word clock firmware\n")]);
+        let api = GithubApi::start("acme", "wordclock", TOKEN);
+        let s3 = S3Server::start("wordclock-ota");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("wordclock");
+        git.working_clone(&root);
+        let sources = format!(
+            "[sources.github]\nrepository = \"acme/wordclock\"\ngit_url = \"{}\"\napi_url = \"{}\"\nraw_url = \"{}\"\n\n[sources.r2]\npublic_url = \"{}\"\nbucket = \"wordclock-ota\"\nendpoint = \"{}\"\n\n[verify]\ndeadline_seconds = 10\n",
+            git.clone_url(),
+            api.api_url(),
+            git.raw_url(),
+            s3.public_url(),
+            s3.endpoint()
+        );
+        let repo = Repo::create(dir, root, &sources);
+        World { git, api, s3, repo }
+    }
+
+    /// Stages `version` built with `secure_version`; panics unless it worked.
+    fn stage(&self, version: &str, secure_version: u32) {
+        let out = self.repo.stage(
+            version,
+            &FirmwareElf::new(version).secure_version(secure_version),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    }
+
+    fn credentials(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GITHUB_TOKEN", TOKEN.to_owned()),
+            ("R2_ACCESS_KEY_ID", self.s3.access_key().to_owned()),
+            ("R2_SECRET_ACCESS_KEY", self.s3.secret_key().to_owned()),
+        ]
+    }
+
+    /// Runs clockrel with the credentials, overridden by `env`.
+    fn run(&self, args: &[&str], env: &[(&'static str, &str)]) -> Output {
+        let mut all = self.credentials();
+        for (name, value) in env {
+            all.retain(|(n, _)| n != name);
+            all.push((name, (*value).to_owned()));
+        }
+        let borrowed: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let out = self.repo.run(args, &borrowed);
+        self.assert_no_secret(&out);
+        out
+    }
+
+    fn publish(&self, extra: &[&str]) -> (Output, serde_json::Value) {
+        let mut args = vec!["--json", "publish"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args, &[]);
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
+        (out, report)
+    }
+
+    fn assert_no_secret(&self, out: &Output) {
+        let text = stdout(out) + &stderr(out);
+        for secret in [TOKEN, self.s3.secret_key(), self.s3.access_key()] {
+            assert!(
+                !text.contains(secret),
+                "a secret appeared in the output:\n{text}"
+            );
+        }
+    }
+
+    fn staged(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.repo.root().join("ota_files").join(name)).unwrap()
+    }
+}
+
+fn target<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == name)
+        .unwrap()
+}
+
+fn outcomes(target: &serde_json::Value) -> Vec<String> {
+    target["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let sources = "[sources.github]\nrepository = \"acme/wordclock\"\n\n[sources.r2]\npublic_url = \"https://ota.example.com\"\nbucket = \"wordclock-ota\"\naccount_id = \"0123abcd\"\nprefix = \"fw/\"\n";
+    let repo = Repo::create(dir, root, sources);
+    let out = repo.stage("v2.9.0", &FirmwareElf::new("2.9.0"));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let before = repo.ota_files();
+
+    // No credentials are needed to plan.
+    let out = repo.run(&["publish", "--dry-run"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    for needle in [
+        "plan for publishing v2.9.0",
+        "would          commit ota_files/ on main if it has changes",
+        "would          tag v2.9.0 (annotated) at that commit",
+        "would          push refs/heads/main and refs/tags/v2.9.0 to https://github.com/acme/wordclock.git",
+        "would          release asset wordclock-v2.9.0.bin",
+        "would          put s3://wordclock-ota/fw/wordclock-v2.9.0.bin",
+        "would          put s3://wordclock-ota/fw/version.json",
+        "https://raw.githubusercontent.com/acme/wordclock/main/ota_files/version.json",
+        "https://ota.example.com/fw/version.json",
+        "dry run: nothing was touched",
+    ] {
+        assert!(text.contains(needle), "plan lacks `{needle}`:\n{text}");
+    }
+    // The order devices depend on: image, alias, manifest last.
+    let image = text.find("fw/wordclock-v2.9.0.bin").unwrap();
+    let alias = text.find("fw/wordclock.bin").unwrap();
+    let manifest = text.find("fw/version.json").unwrap();
+    assert!(image < alias && alias < manifest, "{text}");
+    assert_eq!(repo.ota_files(), before);
+
+    let out = repo.run(&["--json", "publish", "--dry-run", "--only", "r2"], &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["verdict"], "planned");
+    assert_eq!(plan["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(plan["targets"][0]["target"], "r2");
+}
+
+#[test]
+fn publish_refuses_before_touching_anything_when_credentials_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let sources = "[sources.github]\nrepository = \"acme/wordclock\"\n\n[sources.r2]\npublic_url = \"https://ota.example.com\"\nbucket = \"b\"\naccount_id = \"0123abcd\"\n";
+    let repo = Repo::create(dir, root, sources);
+    repo.stage("v2.9.0", &FirmwareElf::new("2.9.0"));
+    let out = repo.run(
+        &["publish"],
+        &[("GITHUB_TOKEN", "ghp_0123456789abcdef0123")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "error: r2: credentials: R2_ACCESS_KEY_ID or AWS_ACCESS_KEY_ID is not set"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--only"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("ghp_0123456789abcdef0123"));
+}
+
+#[test]
+fn nothing_staged_is_bad_input() {
+    let repo = Repo::new();
+    let out = repo.run(&["publish", "--dry-run"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing is staged"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("clockrel stage"), "{}", stderr(&out));
+}
+
+#[test]
+fn publish_puts_the_release_on_both_sources_and_verifies_them() {
+    let world = World::new();
+    world.stage("v2.9.0", 1);
+    let (out, report) = world.publish(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(report["verdict"], "published");
+
+    // R2: every object, with the staged bytes.
+    for name in ["wordclock-v2.9.0.bin", "wordclock.bin", "version.json"] {
+        assert_eq!(
+            world.s3.object(name).as_deref(),
+            Some(world.staged(name).as_slice()),
+            "{name}"
+        );
+    }
+    // The manifest arrived last.
+    let puts: Vec<String> = world
+        .s3
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        puts.last().unwrap(),
+        "/wordclock-ota/version.json",
+        "{puts:?}"
+    );
+
+    // GitHub: the release commit is on main and tagged, and the release has its assets.
+    let commit = target(&report, "github")["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(world.git.head_of("main").as_deref(), Some(commit.as_str()));
+    assert_eq!(
+        world.git.tag_target("v2.9.0").as_deref(),
+        Some(commit.as_str())
+    );
+    let assets = world.api.assets("v2.9.0");
+    let names: Vec<&str> = assets.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["wordclock-v2.9.0.bin", "version.json"]);
+    assert_eq!(assets[0].1, world.staged("wordclock-v2.9.0.bin"));
+    assert_eq!(
+        world.api.release("v2.9.0").unwrap()["name"],
+        "wordclock v2.9.0"
+    );
+
+    // Verified at the commit, on the branch and on R2.
+    let sources: Vec<&str> = report["verification"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            format!("github@{}", &commit[..12]).as_str(),
+            "github@main",
+            "r2"
+        ]
+    );
+    assert_eq!(report["verification"]["ok"], true);
+
+    // The work tree is clean: the release commit holds ota_files/.
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain", "ota_files"])
+        .current_dir(world.repo.root())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&status), "");
+}
+
+#[test]
+fn a_rerun_skips_everything_already_published() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let (out, _) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        outcomes(target(&report, "r2"))
+            .iter()
+            .all(|o| o == "already-there"),
+        "{report:#}"
+    );
+    assert!(
+        outcomes(target(&report, "github"))
+            .iter()
+            .all(|o| o == "already-there"),
+        "{report:#}"
+    );
+    for name in ["wordclock-v2.9.0.bin", "wordclock.bin", "version.json"] {
+        assert_eq!(world.s3.successful_puts(name), 1, "{name}");
+    }
+    assert_eq!(world.api.upload_count("v2.9.0", "wordclock-v2.9.0.bin"), 1);
+
+    // People get the same account as text, and progress as timestamped lines on stderr.
+    let out = world.run(&["publish"], &[("CI", "true")]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in [
+        "publish v2.9.0",
+        "github  ok in",
+        "r2      ok in",
+        "already there  put s3://wordclock-ota/version.json",
+        "ok   r2",
+        "published v2.9.0 and verified every public URL",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+    }
+    let progress = stderr(&out);
+    assert!(
+        progress
+            .lines()
+            .any(|l| l.contains("Z r2: put s3://wordclock-ota/version.json")),
+        "{progress}"
+    );
+}
+
+#[test]
+fn only_r2_leaves_github_alone() {
+    let world = World::new();
+    let seeded = world.git.head_of("main");
+    world.stage("v2.9.0", 0);
+    let (out, report) = world.publish(&["--only", "r2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["targets"].as_array().unwrap().len(), 1);
+    assert!(world.s3.object("version.json").is_some());
+    assert_eq!(world.git.head_of("main"), seeded);
+    assert!(world.api.release("v2.9.0").is_none());
+}
+
+#[test]
+fn transient_503s_are_retried_without_duplicates() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.s3.fail_next(2, 503);
+    let (out, _) = world.publish(&["--only", "r2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(world.s3.successful_puts("wordclock-v2.9.0.bin"), 1);
+    assert!(world.s3.requests().iter().any(|r| r.status == 503));
+}
+
+#[test]
+fn a_dead_r2_leaves_a_partial_publish_that_a_rerun_finishes() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.s3.stop();
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(report["verdict"], "partial");
+    assert_eq!(target(&report, "github")["ok"], true);
+    let r2 = target(&report, "r2");
+    assert_eq!(r2["ok"], false);
+    assert!(
+        r2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the endpoint"),
+        "{r2:#}"
+    );
+
+    let text = world.run(&["publish", "--no-verify"], &[]);
+    assert_eq!(text.status.code(), Some(5));
+    assert!(
+        stdout(&text)
+            .contains("PARTLY published: r2 failed. Run `clockrel publish --only r2` to finish"),
+        "{}",
+        stdout(&text)
+    );
+
+    world.s3.restart();
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        outcomes(target(&report, "github"))
+            .iter()
+            .all(|o| o == "already-there")
+    );
+    assert_eq!(outcomes(target(&report, "r2")), ["done", "done", "done"]);
+}
+
+#[test]
+fn a_rejected_push_is_an_error_with_the_servers_reason() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.git.protect_branch("main");
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let github = target(&report, "github");
+    let message = github["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("protected branch hook declined"),
+        "{message}"
+    );
+    assert_eq!(target(&report, "r2")["ok"], true);
+    assert!(
+        world.api.release("v2.9.0").is_none(),
+        "no release for a tag that was not pushed"
+    );
+}
+
+#[test]
+fn a_push_behind_the_remote_is_refused_with_a_hint() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.git.advance("main", "CHANGELOG.md", b"someone else\n");
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let error = &target(&report, "github")["error"];
+    assert!(
+        error["hint"].as_str().unwrap_or_default().contains("pull"),
+        "{error:#}"
+    );
+}
+
+#[test]
+fn a_tag_at_another_commit_is_refused() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let tag = std::process::Command::new("git")
+        .args(["tag", "v2.9.0"])
+        .current_dir(world.repo.root())
+        .output()
+        .unwrap();
+    assert!(tag.status.success());
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(6));
+    let message = target(&report, "github")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("tag v2.9.0 already points at"),
+        "{message}"
+    );
+}
+
+#[test]
+fn wrong_credentials_are_named_without_the_secret() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let wrong_token = "ghp_wrongwrongwrongwrong0123456789";
+    let wrong_secret = "not-the-secret-key-0123456789";
+    let out = world.run(
+        &["--json", "publish"],
+        &[
+            ("GITHUB_TOKEN", wrong_token),
+            ("R2_SECRET_ACCESS_KEY", wrong_secret),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let text = stdout(&out) + &stderr(&out);
+    assert!(
+        !text.contains(wrong_token) && !text.contains(wrong_secret),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let github = &target(&report, "github")["error"];
+    assert!(
+        github["hint"].as_str().unwrap().contains("GITHUB_TOKEN"),
+        "{github:#}"
+    );
+    assert_eq!(
+        world.git.auth_failures(),
+        1,
+        "gave up after one failed credential attempt"
+    );
+    let r2 = &target(&report, "r2")["error"];
+    assert!(
+        r2["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("access denied (HTTP 403"),
+        "{r2:#}"
+    );
+    assert!(
+        r2["hint"]
+            .as_str()
+            .unwrap()
+            .contains("R2_SECRET_ACCESS_KEY"),
+        "{r2:#}"
+    );
+}
+
+#[test]
+fn a_versioned_object_with_other_bytes_stops_r2_and_keeps_the_manifest() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let (out, _) = world.publish(&["--only", "r2"]);
+    assert_eq!(out.status.code(), Some(0));
+    let published_manifest = world.s3.object("version.json").unwrap();
+
+    // Another build of the same version (a different secure_version makes other bytes)
+    // staged in a second repository that publishes to the same bucket.
+    let other = World::new();
+    let config = std::fs::read_to_string(world.repo.root().join("clockrel.toml")).unwrap();
+    std::fs::write(other.repo.root().join("clockrel.toml"), config).unwrap();
+    std::fs::copy(
+        world.repo.root().join("firmware/trusted-keys.txt"),
+        other.repo.root().join("firmware/trusted-keys.txt"),
+    )
+    .unwrap();
+    std::fs::copy(&world.repo.key, &other.repo.key).unwrap();
+    other.stage("v2.9.0", 3);
+    let out = other.repo.run(
+        &["--json", "publish", "--only", "r2"],
+        &[
+            ("R2_ACCESS_KEY_ID", world.s3.access_key()),
+            ("R2_SECRET_ACCESS_KEY", world.s3.secret_key()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = target(&report, "r2")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("already holds other bytes"), "{message}");
+    assert_eq!(
+        world.s3.object("version.json").unwrap(),
+        published_manifest,
+        "the manifest was not replaced"
+    );
+}
+
+#[test]
+fn verification_waits_out_a_stale_branch_cache() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.git.set_branch_lag(std::time::Duration::from_secs(2));
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sources = report["verification"]["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["attempts"], 1, "the commit URL is never stale");
+    assert!(
+        sources[1]["attempts"].as_u64().unwrap() > 1,
+        "{:#}",
+        sources[1]
+    );
+    assert!(stderr(&out).contains("retrying in"), "{}", stderr(&out));
+}
+
+#[test]
+fn verify_reports_sources_that_disagree() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let (out, _) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = world.run(&["verify"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("every source serves the release"));
+
+    world.stage("v2.10.0", 0);
+    let (out, _) = world.publish(&["--only", "r2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = world.run(&["--json", "verify", "--only", "github"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "github still serves v2.9.0, not the staged v2.10.0"
+    );
+    let out = world.run(&["--json", "verify"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let disagreement = report["disagreement"].as_str().unwrap();
+    assert!(
+        disagreement.contains("2.9.0") && disagreement.contains("2.10.0"),
+        "{disagreement}"
+    );
+}
