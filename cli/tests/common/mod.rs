@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod repo;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
