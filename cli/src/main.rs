@@ -298,7 +298,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             let only = args.only.as_deref().map(parse_target).transpose()?;
             let trusted = publish::trusted_keys(&config)?;
             // A staged release, when there is one, is what every source must serve.
-            let staged = publish::load_release(&config).ok();
+            let staged = publish::load_release(&config)
+                .ok()
+                .map(|(release, _)| release);
             let commit = staged
                 .as_ref()
                 .and_then(|r| tag_commit(&config, &r.version().tag()));

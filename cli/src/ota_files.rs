@@ -57,6 +57,11 @@ impl StagedRelease {
     pub fn version(&self) -> &Version {
         &self.manifest.version
     }
+
+    /// `version.json` as served by a source whose copy of the image is at `image_url`.
+    pub fn manifest_at(&self, image_url: String) -> Vec<u8> {
+        self.manifest.served_at(image_url).to_json()
+    }
 }
 
 /// What happened to one file.

@@ -20,6 +20,7 @@ use crate::targets::github::Github;
 use crate::targets::r2::{self, R2};
 use crate::targets::{self, Step, Stepped, TargetError};
 use crate::verify::{self, Probe, Verification};
+use ota_core::manifest::PublicKey;
 
 /// A publishing target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,8 +70,10 @@ pub enum Verdict {
     Published,
     /// Every target published, but a public URL does not serve the release.
     Unverified,
-    /// Some targets published, others failed.
+    /// Some targets published, or a failed one got far enough that devices see the
+    /// release there: run again to finish.
     Partial,
+    /// No target got as far as devices seeing the release.
     Failed,
 }
 
@@ -89,7 +92,11 @@ impl Verdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetReport {
     pub target: Target,
+    /// Every step finished.
     pub ok: bool,
+    /// Devices reading this source now see the release (its manifest is published),
+    /// even if a later step failed.
+    pub live: bool,
     pub seconds: f64,
     pub steps: Vec<Step>,
     pub error: Option<TargetError>,
@@ -117,12 +124,14 @@ pub fn trusted_keys(config: &Config) -> Result<Vec<ota_core::manifest::PublicKey
     keys::load_trusted(path).map_err(|e| Failure::new(Exit::BadInput, e))
 }
 
-pub fn load_release(config: &Config) -> Result<StagedRelease, Failure> {
+/// The staged release, checked against the trusted keys, and those keys.
+pub fn load_release(config: &Config) -> Result<(StagedRelease, Vec<PublicKey>), Failure> {
     let trusted = trusted_keys(config)?;
     let files = OtaFiles::new(config.ota_files(), config.release_name());
-    files
+    let release = files
         .load_release(&trusted)
-        .map_err(|e| Failure::new(Exit::BadInput, e).hint("run `clockrel stage` first"))
+        .map_err(|e| Failure::new(Exit::BadInput, e).hint("run `clockrel stage` first"))?;
+    Ok((release, trusted))
 }
 
 /// The selected targets: `--only`, else every configured source.
@@ -162,10 +171,22 @@ pub async fn run(
     config: &Config,
     style: Style,
 ) -> Result<PublishReport, Failure> {
-    let release = load_release(config)?;
+    let (release, trusted) = load_release(config)?;
     let targets = selected(config, options.only)?;
-    let uploads = targets::uploads(&release);
     let version = release.version().tag();
+    // Each source serves a copy of version.json whose firmware_url names its own image.
+    let github_uploads = config
+        .sources
+        .github
+        .as_ref()
+        .and_then(|g| config.github_raw_url(&g.branch, &release.image_name))
+        .map(|url| targets::uploads(&release, release.manifest_at(url)));
+    let r2_uploads = config.sources.r2.as_ref().map(|r2| {
+        targets::uploads(
+            &release,
+            release.manifest_at(r2.public_url_of(&release.image_name)),
+        )
+    });
 
     if options.dry_run {
         let reports = targets
@@ -173,9 +194,10 @@ pub async fn run(
             .map(|&target| TargetReport {
                 target,
                 ok: true,
+                live: false,
                 seconds: 0.0,
-                steps: match (target, &config.sources.r2) {
-                    (Target::R2, Some(source)) => r2::plan(source, &uploads),
+                steps: match (target, &config.sources.r2, &r2_uploads) {
+                    (Target::R2, Some(source), Some(uploads)) => r2::plan(source, uploads),
                     _ => targets::github::plan(config, &release),
                 },
                 error: None,
@@ -204,21 +226,28 @@ pub async fn run(
             None => failure,
         }
     };
-    let github = match targets.contains(&Target::Github) {
-        true => Some(Github::from_env(config).map_err(|e| setup_failure(Target::Github, e))?),
-        false => None,
+    let github = match (targets.contains(&Target::Github), github_uploads) {
+        (true, Some(uploads)) => Some((
+            Github::from_env(config).map_err(|e| setup_failure(Target::Github, e))?,
+            uploads,
+        )),
+        _ => None,
     };
-    let r2 = match (targets.contains(&Target::R2), &config.sources.r2) {
-        (true, Some(source)) => {
-            Some(R2::from_env(source).map_err(|e| setup_failure(Target::R2, e))?)
-        }
+    let r2 = match (
+        targets.contains(&Target::R2),
+        &config.sources.r2,
+        r2_uploads,
+    ) {
+        (true, Some(source), Some(uploads)) => Some((
+            R2::from_env(source).map_err(|e| setup_failure(Target::R2, e))?,
+            uploads,
+        )),
         _ => None,
     };
 
     let progress = Progress::new(style);
-    let total: u64 = uploads.iter().map(|u| u.bytes.len() as u64).sum();
     let github_run = async {
-        let github = github.as_ref()?;
+        let (github, uploads) = github.as_ref()?;
         let assets: u64 = uploads
             .iter()
             .filter(|u| u.name != release.alias_name)
@@ -226,38 +255,27 @@ pub async fn run(
             .sum();
         let bar = progress.target("github", assets);
         let started = Instant::now();
-        let outcome = github.publish(&release, &uploads, &bar).await;
-        Some(report(
-            Target::Github,
-            started,
-            outcome.map(|(steps, pushed)| (steps, Some(pushed.commit))),
-            &bar,
-        ))
+        let (outcome, commit) = github.publish(&release, uploads, &bar).await;
+        Some(report(Target::Github, started, outcome, commit, &bar))
     };
     let r2_run = async {
-        let r2 = r2.as_ref()?;
-        let bar = progress.target("r2", total);
+        let (r2, uploads) = r2.as_ref()?;
+        let bar = progress.target("r2", uploads.iter().map(|u| u.bytes.len() as u64).sum());
         let started = Instant::now();
-        let outcome = r2.publish(&uploads, &bar).await;
-        Some(report(
-            Target::R2,
-            started,
-            outcome.map(|(steps, ())| (steps, None)),
-            &bar,
-        ))
+        let outcome = r2.publish(&release.manifest, uploads, &bar).await;
+        Some(report(Target::R2, started, outcome, None, &bar))
     };
     let (github_report, r2_report) = tokio::join!(github_run, r2_run);
     let reports: Vec<TargetReport> = [github_report, r2_report].into_iter().flatten().collect();
 
-    let published = reports.iter().filter(|r| r.ok).count();
+    // Every source devices can now read the release from is checked, finished or not.
     let commit = reports.iter().find_map(|r| r.commit.clone());
-    let verified_targets: Vec<&TargetReport> = reports.iter().filter(|r| r.ok).collect();
-    let probes: Vec<Probe> = verified_targets
+    let probes: Vec<Probe> = reports
         .iter()
+        .filter(|r| r.live)
         .flat_map(|r| verify::probes(config, commit.as_deref(), Some(r.target.name())))
         .collect();
     let verification = if options.verify && !probes.is_empty() {
-        let trusted = trusted_keys(config)?;
         Some(
             verify::verify(
                 &probes,
@@ -271,11 +289,15 @@ pub async fn run(
     } else {
         None
     };
-    let verdict = match (published, reports.len()) {
-        (0, _) => Verdict::Failed,
-        (n, all) if n < all => Verdict::Partial,
-        _ if verification.as_ref().is_some_and(|v| !v.ok) => Verdict::Unverified,
-        _ => Verdict::Published,
+    let finished = reports.iter().filter(|r| r.ok).count();
+    let live = reports.iter().filter(|r| r.live).count();
+    let verdict = match (finished, live) {
+        (f, _) if f == reports.len() && verification.as_ref().is_some_and(|v| !v.ok) => {
+            Verdict::Unverified
+        }
+        (f, _) if f == reports.len() => Verdict::Published,
+        (0, 0) => Verdict::Failed,
+        _ => Verdict::Partial,
     };
     Ok(PublishReport {
         version,
@@ -289,33 +311,29 @@ pub async fn run(
 fn report(
     target: Target,
     started: Instant,
-    outcome: Stepped<Option<String>>,
+    outcome: Stepped<()>,
+    commit: Option<String>,
     bar: &crate::progress::TargetProgress,
 ) -> TargetReport {
     let seconds = started.elapsed().as_secs_f64();
-    match outcome {
-        Ok((steps, commit)) => {
+    let (steps, error) = match outcome {
+        Ok((steps, ())) => {
             bar.finish(&format!("done in {seconds:.1}s"));
-            TargetReport {
-                target,
-                ok: true,
-                seconds,
-                steps,
-                error: None,
-                commit,
-            }
+            (steps, None)
         }
         Err((steps, error)) => {
             bar.fail(&error.to_string());
-            TargetReport {
-                target,
-                ok: false,
-                seconds,
-                steps,
-                error: Some(error),
-                commit: None,
-            }
+            (steps, Some(error))
         }
+    };
+    TargetReport {
+        target,
+        ok: error.is_none(),
+        live: steps.iter().any(|s| s.live),
+        seconds,
+        steps,
+        error,
+        commit,
     }
 }
 
@@ -384,25 +402,49 @@ pub fn render(report: &PublishReport) -> String {
         .collect();
     let _ = match report.verdict {
         Verdict::Planned => writeln!(out, "dry run: nothing was touched"),
-        Verdict::Published => writeln!(
-            out,
-            "published {} and verified every public URL",
-            report.version
-        ),
+        Verdict::Published if report.verification.is_some() => {
+            writeln!(
+                out,
+                "published {} and verified every public URL",
+                report.version
+            )
+        }
+        Verdict::Published => {
+            writeln!(
+                out,
+                "published {} (public URLs not checked: --no-verify)",
+                report.version
+            )
+        }
         Verdict::Unverified => writeln!(
             out,
             "published {}, but a public URL does not serve it yet; check with `clockrel verify`",
             report.version
         ),
-        Verdict::Partial => writeln!(
-            out,
-            "PARTLY published: {} failed. Run `clockrel publish --only {}` to finish; what is there is skipped.",
-            failed.join(", "),
-            failed.first().copied().unwrap_or_default()
-        ),
+        Verdict::Partial => {
+            let live: Vec<&str> = report
+                .targets
+                .iter()
+                .filter(|t| t.live)
+                .map(|t| t.target.name())
+                .collect();
+            let seen = if live.is_empty() {
+                "no source".to_owned()
+            } else {
+                live.join(" and ")
+            };
+            writeln!(
+                out,
+                "PARTLY published: {} failed; devices see {} on {seen}. Run `clockrel publish --only {}` to finish; what is there is skipped.",
+                failed.join(", "),
+                report.version,
+                failed.first().copied().unwrap_or_default()
+            )
+        }
         Verdict::Failed => writeln!(
             out,
-            "NOT published: every target failed (each says how far it got)"
+            "NOT published: no source serves {} to devices",
+            report.version
         ),
     };
     out

@@ -26,6 +26,9 @@ pub struct Probe {
     /// `github@<commit>`, `github@<branch>` or `r2`.
     pub source: String,
     pub base: String,
+    /// Where this source's manifest must send the legacy fleet (`firmware_url` is this
+    /// plus the image name): the branch for GitHub, the public URL for R2.
+    pub legacy_base: String,
 }
 
 /// The public places of the configured sources. With `commit`, GitHub is probed at that
@@ -40,15 +43,18 @@ pub fn probes(config: &Config, commit: Option<&str>, only: Option<&str>) -> Vec<
     if only.is_none_or(|o| o == "github")
         && let Some(github) = &config.sources.github
     {
+        let legacy_base = dir_url(&github.branch).unwrap_or_default();
         if let Some(commit) = commit {
             probes.extend(dir_url(commit).map(|base| Probe {
                 source: format!("github@{}", &commit[..commit.len().min(12)]),
                 base,
+                legacy_base: legacy_base.clone(),
             }));
         }
         probes.extend(dir_url(&github.branch).map(|base| Probe {
             source: format!("github@{}", github.branch),
             base,
+            legacy_base: legacy_base.clone(),
         }));
     }
     if only.is_none_or(|o| o == "r2")
@@ -57,6 +63,7 @@ pub fn probes(config: &Config, commit: Option<&str>, only: Option<&str>) -> Vec<
         probes.push(Probe {
             source: "r2".to_owned(),
             base: r2.public_url_of(""),
+            legacy_base: r2.public_url_of(""),
         });
     }
     probes
@@ -232,8 +239,23 @@ async fn try_source(
         .map_err(|e| Attempt::new(format!("{MANIFEST}: {e}")))?;
     let file = manifest.file.clone().unwrap_or_default();
     let image_url = format!("{}{file}", probe.base);
+    let legacy_url = format!("{}{file}", probe.legacy_base);
+    if manifest
+        .firmware_url
+        .as_ref()
+        .is_some_and(|url| *url != legacy_url)
+    {
+        return Err(Attempt {
+            detail: format!(
+                "firmware_url is {}, not this source's {legacy_url}: the existing fleet would download elsewhere",
+                manifest.firmware_url.as_deref().unwrap_or_default()
+            ),
+            manifest: Some(manifest),
+            image_url: Some(image_url),
+        });
+    }
     if let Some(expected) = expected
-        && bytes != expected.manifest_bytes
+        && bytes != expected.manifest_at(legacy_url)
     {
         return Err(Attempt {
             detail: format!(

@@ -8,6 +8,7 @@ mod common;
 use common::repo::Repo;
 use common::world::{World, outcomes, target};
 use common::{stderr, stdout};
+use ota_core::Manifest;
 use testkit::FirmwareElf;
 
 #[test]
@@ -108,15 +109,24 @@ fn publish_puts_the_release_on_both_sources_and_verifies_them() {
     );
     assert_eq!(report["verdict"], "published");
 
-    // R2: every object, with the staged bytes.
-    for name in ["wordclock-v2.9.0.bin", "wordclock.bin", "version.json"] {
-        assert_eq!(
-            world.s3.object(name).as_deref(),
-            Some(world.staged(name).as_slice()),
-            "{name}"
-        );
+    // R2: every object, with the staged bytes; its manifest sends the existing fleet to
+    // R2's own copy of the image, and still verifies.
+    for name in ["wordclock-v2.9.0.bin", "wordclock.bin"] {
+        assert_eq!(world.s3.object(name), Some(world.staged(name)), "{name}");
     }
-    // The manifest arrived last.
+    let r2_manifest = Manifest::from_json(&world.s3.object("version.json").unwrap()).unwrap();
+    let r2_image = format!("{}/wordclock-v2.9.0.bin", world.s3.public_url());
+    assert_eq!(r2_manifest.firmware_url, Some(r2_image));
+    assert!(r2_manifest.verify(&world.repo.trusted()).is_ok());
+    let staged = Manifest::from_json(&world.staged("version.json")).unwrap();
+    assert_eq!(r2_manifest.signed_message(), staged.signed_message());
+    assert!(
+        staged
+            .firmware_url
+            .unwrap()
+            .starts_with(&world.git.raw_url())
+    );
+    // In order: image, alias, manifest last.
     let puts: Vec<String> = world
         .s3
         .requests()
@@ -125,9 +135,12 @@ fn publish_puts_the_release_on_both_sources_and_verifies_them() {
         .map(|r| r.path)
         .collect();
     assert_eq!(
-        puts.last().unwrap(),
-        "/wordclock-ota/version.json",
-        "{puts:?}"
+        puts,
+        [
+            "/wordclock-ota/wordclock-v2.9.0.bin",
+            "/wordclock-ota/wordclock.bin",
+            "/wordclock-ota/version.json"
+        ]
     );
 
     // GitHub: the release commit is on main and tagged, and the release has its assets.
@@ -234,17 +247,104 @@ fn only_r2_leaves_github_alone() {
     assert!(world.s3.object("version.json").is_some());
     assert_eq!(world.git.head_of("main"), seeded);
     assert!(world.api.release("v2.9.0").is_none());
+
+    let out = world.run(&["publish", "--only", "r2", "--no-verify"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("published v2.9.0 (public URLs not checked: --no-verify)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn transient_503s_are_retried_without_duplicates() {
     let world = World::new();
     world.stage("v2.9.0", 0);
-    world.s3.fail_next(2, 503);
+    world.s3.fail_next_method("PUT", 2, 503);
     let (out, _) = world.publish(&["--only", "r2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(world.s3.successful_puts("wordclock-v2.9.0.bin"), 1);
-    assert!(world.s3.requests().iter().any(|r| r.status == 503));
+    let puts: Vec<(String, u16)> = world
+        .s3
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| (r.path, r.status))
+        .collect();
+    let image = "/wordclock-ota/wordclock-v2.9.0.bin".to_owned();
+    assert_eq!(
+        &puts[..3],
+        [(image.clone(), 503), (image.clone(), 503), (image, 200)]
+    );
+    for name in ["wordclock-v2.9.0.bin", "wordclock.bin", "version.json"] {
+        assert_eq!(world.s3.successful_puts(name), 1, "{name}");
+    }
+}
+
+#[test]
+fn a_failed_release_api_after_the_push_is_partial_and_verified_where_live() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    // The push lands; creating the GitHub Release then fails.
+    world.api.fail_next_method("POST", 1, 500);
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(report["verdict"], "partial");
+    let github = target(&report, "github");
+    assert_eq!(
+        (github["ok"].as_bool(), github["live"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let checked: Vec<&str> = report["verification"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        checked.len(),
+        2,
+        "devices read the pushed branch: it is verified"
+    );
+    assert_eq!(report["verification"]["ok"], true);
+
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        outcomes(target(&report, "github")),
+        [
+            "already-there",
+            "already-there",
+            "already-there",
+            "already-there",
+            "done",
+            "done",
+            "done"
+        ]
+    );
+}
+
+#[test]
+fn a_rerun_after_the_branch_moved_on_finishes_from_the_tag() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.api.fail_next_method("POST", 1, 500);
+    let (out, _) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(5));
+    // Work goes on before anyone reruns the publish.
+    std::fs::write(world.repo.root().join("NOTES.md"), "later work\n").unwrap();
+    world.run_git(&["add", "NOTES.md"]);
+    world.run_git(&["commit", "-qm", "later work"]);
+    world.run_git(&["push", "-q", "origin", "main"]);
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["verdict"], "published");
+    let tagged = world.git.tag_target("v2.9.0").unwrap();
+    assert_ne!(
+        world.git.head_of("main").unwrap(),
+        tagged,
+        "the tag stays on the release commit"
+    );
 }
 
 #[test]
@@ -269,8 +369,9 @@ fn a_dead_r2_leaves_a_partial_publish_that_a_rerun_finishes() {
     let text = world.run(&["publish", "--no-verify"], &[]);
     assert_eq!(text.status.code(), Some(5));
     assert!(
-        stdout(&text)
-            .contains("PARTLY published: r2 failed. Run `clockrel publish --only r2` to finish"),
+        stdout(&text).contains(
+            "PARTLY published: r2 failed; devices see v2.9.0 on github. Run `clockrel publish --only r2` to finish"
+        ),
         "{}",
         stdout(&text)
     );
@@ -307,7 +408,7 @@ fn a_rejected_push_is_an_error_with_the_servers_reason() {
 }
 
 #[test]
-fn a_push_behind_the_remote_is_refused_with_a_hint() {
+fn a_push_behind_the_remote_is_refused_and_its_hint_works() {
     let world = World::new();
     world.stage("v2.9.0", 0);
     world.git.advance("main", "CHANGELOG.md", b"someone else\n");
@@ -318,6 +419,17 @@ fn a_push_behind_the_remote_is_refused_with_a_hint() {
         error["hint"].as_str().unwrap_or_default().contains("pull"),
         "{error:#}"
     );
+    assert_eq!(
+        world.git.tag_target("v2.9.0"),
+        None,
+        "no tag for a commit the remote refused"
+    );
+
+    // Following the hint finishes the release.
+    world.run_git(&["pull", "-q", "--no-rebase", "--no-edit", "origin", "main"]);
+    let (out, _) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(world.git.tag_target("v2.9.0"), world.git.head_of("main"));
 }
 
 #[test]
@@ -373,6 +485,7 @@ fn wrong_credentials_are_named_without_the_secret() {
         "gave up after one failed credential attempt"
     );
     let r2 = &target(&report, "r2")["error"];
+    assert!(world.api.release("v2.9.0").is_none());
     assert!(
         r2["message"]
             .as_str()
@@ -422,7 +535,10 @@ fn a_versioned_object_with_other_bytes_stops_r2_and_keeps_the_manifest() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(message.contains("already holds other bytes"), "{message}");
+    assert!(
+        message.contains("serves another build of v2.9.0"),
+        "{message}"
+    );
     assert_eq!(
         world.s3.object("version.json").unwrap(),
         published_manifest,
@@ -480,4 +596,54 @@ fn verify_reports_sources_that_disagree() {
         disagreement.contains("2.9.0") && disagreement.contains("2.10.0"),
         "{disagreement}"
     );
+}
+
+#[test]
+fn a_server_that_quotes_the_token_back_does_not_leak_it() {
+    let world = World::with_api_token("ghp_theapiwantsanothertoken0000000");
+    world.api.echo_credentials();
+    world.stage("v2.9.0", 0);
+    // `run` fails the test if the token appears in stdout or stderr.
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "pushed, but the release API refused the token"
+    );
+    let message = target(&report, "github")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.starts_with("GitHub answered 401: Bad credentials: Bearer ***"),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_credentials_leave_the_repository_and_bucket_untouched() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let head = world.git.head_of("main");
+    let local = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(world.repo.root())
+        .output()
+        .unwrap();
+    let out = world.run(&["publish"], &[("R2_SECRET_ACCESS_KEY", "")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let after = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(world.repo.root())
+        .output()
+        .unwrap();
+    assert_eq!(after.stdout, local.stdout, "no local commit");
+    let tags = std::process::Command::new("git")
+        .args(["tag"])
+        .current_dir(world.repo.root())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&tags), "", "no local tag");
+    assert_eq!(world.git.head_of("main"), head);
+    assert!(world.s3.requests().is_empty());
 }

@@ -30,8 +30,9 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The alias and the manifest change with every release: caches must recheck soon.
 const CACHE_SHORT: &str = "public, max-age=60";
 
-/// The release's files in publishing order: image, alias, manifest.
-pub fn uploads(release: &StagedRelease) -> Vec<Upload> {
+/// The release's files in publishing order: image, alias, and `manifest` (this source's
+/// copy of `version.json`) last.
+pub fn uploads(release: &StagedRelease, manifest: Vec<u8>) -> Vec<Upload> {
     let image: Arc<[u8]> = release.image.clone().into();
     vec![
         Upload {
@@ -50,7 +51,7 @@ pub fn uploads(release: &StagedRelease) -> Vec<Upload> {
         },
         Upload {
             name: crate::ota_files::MANIFEST.to_owned(),
-            bytes: release.manifest_bytes.clone().into(),
+            bytes: manifest.into(),
             content_type: "application/json",
             cache_control: CACHE_SHORT,
             immutable: false,
@@ -75,6 +76,10 @@ pub enum Outcome {
 pub struct Step {
     pub what: String,
     pub outcome: Outcome,
+    /// This step put the new manifest where devices read it: from here on, devices
+    /// that ask this source see the release.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 impl Step {
@@ -82,7 +87,14 @@ impl Step {
         Step {
             what: what.into(),
             outcome,
+            live: false,
         }
+    }
+
+    /// Marks the step that makes the release visible to devices.
+    pub fn live(mut self) -> Step {
+        self.live = self.outcome != Outcome::Planned;
+        self
     }
 }
 

@@ -13,9 +13,11 @@ use md5::Digest as _;
 
 use super::{Outcome, Step, Stepped, TargetError, Upload};
 use crate::config::R2Source;
+use crate::ota_files::MANIFEST;
 use crate::progress::TargetProgress;
 use crate::secrets::{self, Redactor, Secret};
 use crate::units::Bytes;
+use ota_core::Manifest;
 
 /// The access key id, first name found wins.
 pub const ENV_ACCESS_KEY: [&str; 2] = ["R2_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"];
@@ -30,6 +32,9 @@ pub struct R2 {
     prefix: String,
     redactor: Redactor,
 }
+
+/// A failed request: one line, and a hint when the cause is known.
+type Failed = (String, Option<String>);
 
 /// What an object key holds now.
 enum Existing {
@@ -100,7 +105,27 @@ impl R2 {
 
     /// Puts every file in order, skipping those already there with the same bytes.
     /// Stops at the first failure: the manifest is never put before its image.
-    pub async fn publish(&self, uploads: &[Upload], progress: &TargetProgress) -> Stepped<()> {
+    pub async fn publish(
+        &self,
+        release: &Manifest,
+        uploads: &[Upload],
+        progress: &TargetProgress,
+    ) -> Stepped<()> {
+        let fail = |steps: Vec<Step>, what: String, (message, hint): Failed| {
+            let error = TargetError::new(what, message);
+            (
+                steps,
+                match hint {
+                    Some(hint) => error.hint(hint),
+                    None => error,
+                },
+            )
+        };
+        let what = format!("check s3://{}/{}", self.bucket, self.key(MANIFEST));
+        progress.step(&what);
+        self.refuse_rollback(release)
+            .await
+            .map_err(|e| fail(Vec::new(), what, e))?;
         let mut steps = Vec::new();
         for upload in uploads {
             let what = self.step_name(upload);
@@ -108,38 +133,82 @@ impl R2 {
             match self.put(upload).await {
                 Ok(outcome) => {
                     progress.advance(upload.bytes.len() as u64);
-                    steps.push(Step::new(what, outcome));
+                    let step = Step::new(what, outcome);
+                    steps.push(if upload.name == MANIFEST {
+                        step.live()
+                    } else {
+                        step
+                    });
                 }
-                Err(message) => {
-                    let error = TargetError::new(what, message.0);
-                    let error = match message.1 {
-                        Some(hint) => error.hint(hint),
-                        None => error,
-                    };
-                    return Err((steps, error));
-                }
+                Err(failed) => return Err(fail(steps, what, failed)),
             }
         }
         Ok((steps, ()))
     }
 
-    async fn put(&self, upload: &Upload) -> Result<Outcome, (String, Option<String>)> {
+    /// Refuses to replace a newer release, or another build of this version, that the
+    /// bucket already serves: that would roll devices back.
+    async fn refuse_rollback(&self, release: &Manifest) -> Result<(), Failed> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(MANIFEST))
+            .send()
+            .await;
+        let body = match got {
+            Ok(object) => object
+                .body
+                .collect()
+                .await
+                .map_err(|e| (self.redactor.scrub(&e.to_string()), None))?,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(()),
+            Err(e) => return Err(self.explain(e)),
+        };
+        // An unreadable manifest protects nothing: the new one replaces it.
+        let Ok(served) = Manifest::from_json(&body.into_bytes()) else {
+            return Ok(());
+        };
+        match served.version.precedence(&release.version) {
+            std::cmp::Ordering::Greater => Err((
+                format!(
+                    "the bucket serves {}, newer than {}: publishing would roll devices back",
+                    served.version.tag(),
+                    release.version.tag()
+                ),
+                Some("stage a version above the published one".to_owned()),
+            )),
+            std::cmp::Ordering::Equal if served.sha256 != release.sha256 => Err((
+                format!(
+                    "the bucket serves another build of {} (SHA-256 {})",
+                    release.version.tag(),
+                    served.sha256
+                ),
+                Some("a version is published once: stage a new version".to_owned()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn put(&self, upload: &Upload) -> Result<Outcome, Failed> {
         let md5 = md5::Md5::digest(&upload.bytes);
+        let immutable_taken = || {
+            (
+                format!(
+                    "the bucket already holds other bytes under {}; a published name is never overwritten",
+                    self.key(&upload.name)
+                ),
+                Some("a versioned image is immutable: stage a new version instead".to_owned()),
+            )
+        };
         match self.existing(upload, &md5).await? {
             Existing::Same => return Ok(Outcome::AlreadyThere),
-            Existing::Different if upload.immutable => {
-                return Err((
-                    format!(
-                        "the bucket already holds other bytes under {}; a published name is never overwritten",
-                        self.key(&upload.name)
-                    ),
-                    Some("a versioned image is immutable: stage a new version instead".to_owned()),
-                ));
-            }
+            Existing::Different if upload.immutable => return Err(immutable_taken()),
             Existing::Different | Existing::Missing => {}
         }
         let sha256 = ota_core::Sha256::of(&upload.bytes);
-        self.client
+        let mut put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.key(&upload.name))
@@ -148,20 +217,26 @@ impl R2 {
             .cache_control(upload.cache_control)
             // The server checks the bytes it stored against this before it answers.
             .content_md5(base64_md5(&md5))
-            .metadata("sha256", sha256.to_string())
-            .send()
-            .await
-            .map_err(|e| self.explain(e))?;
-        Ok(Outcome::Done)
+            .metadata("sha256", sha256.to_string());
+        if upload.immutable {
+            // Create only: another publisher racing us cannot be overwritten.
+            put = put.if_none_match("*");
+        }
+        match put.send().await {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                match self.existing(upload, &md5).await? {
+                    Existing::Same => Ok(Outcome::AlreadyThere),
+                    _ => Err(immutable_taken()),
+                }
+            }
+            Err(e) => Err(self.explain(e)),
+        }
     }
 
     /// Compares the object under the upload's key with `md5` through its ETag, which R2
     /// sets to the MD5 of the bytes for a single-part upload.
-    async fn existing(
-        &self,
-        upload: &Upload,
-        md5: &[u8],
-    ) -> Result<Existing, (String, Option<String>)> {
+    async fn existing(&self, upload: &Upload, md5: &[u8]) -> Result<Existing, Failed> {
         let head = self
             .client
             .head_object()
@@ -170,6 +245,10 @@ impl R2 {
             .send()
             .await;
         match head {
+            Ok(head) if head.e_tag().is_some_and(|t| t.contains('-')) => {
+                // A multipart upload's ETag is no MD5 of the bytes: compare the bytes.
+                self.same_bytes(upload).await
+            }
             Ok(head) => {
                 let etag = head
                     .e_tag()
@@ -189,11 +268,32 @@ impl R2 {
         }
     }
 
+    async fn same_bytes(&self, upload: &Upload) -> Result<Existing, Failed> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(&upload.name))
+            .send()
+            .await
+            .map_err(|e| self.explain(e))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| (self.redactor.scrub(&e.to_string()), None))?;
+        Ok(if body.into_bytes().as_ref() == upload.bytes.as_ref() {
+            Existing::Same
+        } else {
+            Existing::Different
+        })
+    }
+
     /// One line for an SDK failure, with a hint when the cause is known. Scrubbed.
     fn explain<E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
         error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> (String, Option<String>) {
+    ) -> Failed {
         let status = error.raw_response().map(|r| r.status().as_u16());
         let code = error.code().map(str::to_owned);
         let (message, hint) = match (&error, status) {

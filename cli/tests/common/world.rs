@@ -21,9 +21,14 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::with_api_token(TOKEN)
+    }
+
+    /// A world whose GitHub API accepts `api_token` (the git server always takes [`TOKEN`]).
+    pub fn with_api_token(api_token: &str) -> World {
         let git = GitServer::start("acme", "wordclock", TOKEN);
         git.seed(&[("README.md", b"word clock firmware\n")]);
-        let api = GithubApi::start("acme", "wordclock", TOKEN);
+        let api = GithubApi::start("acme", "wordclock", api_token);
         let s3 = S3Server::start("wordclock-ota");
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("wordclock");
@@ -87,6 +92,24 @@ impl World {
                 "a secret appeared in the output:\n{text}"
             );
         }
+    }
+
+    /// Runs the git CLI in the repository, with the token for the HTTP remote.
+    pub fn run_git(&self, args: &[&str]) -> Output {
+        let helper = format!("!f() {{ echo username=x-access-token; echo password={TOKEN}; }}; f");
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "credential.helper=",
+                "-c",
+                &format!("credential.helper={helper}"),
+            ])
+            .args(args)
+            .current_dir(self.repo.root())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+        out
     }
 
     pub fn staged(&self, name: &str) -> Vec<u8> {

@@ -25,6 +25,11 @@ impl Version {
         self.0.cmp_precedence(&other.0)
     }
 
+    /// Whether this is a prerelease (`2.10.0-rc.1`).
+    pub fn is_prerelease(&self) -> bool {
+        !self.0.pre.is_empty()
+    }
+
     /// The tag a release of this version gets: `v2.9.0`.
     pub fn tag(&self) -> alloc::string::String {
         alloc::format!("v{}", self.0)
@@ -96,6 +101,8 @@ mod tests {
             Ordering::Less
         );
         assert!(v("2.9.0+build.5").same_release(&v("2.9.0")));
+        assert!(v("2.10.0-rc.1").is_prerelease());
+        assert!(!v("2.9.0+build-1").is_prerelease());
     }
 
     #[test]

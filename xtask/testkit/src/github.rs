@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -49,6 +50,8 @@ struct Api {
     repo: String,
     token: String,
     faults: Faults,
+    /// Quote the presented credential in 401 answers.
+    echo: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -86,6 +89,7 @@ impl GithubApi {
             repo: repo.to_owned(),
             token: token.to_owned(),
             faults: Faults::default(),
+            echo: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         });
         let served = Arc::clone(&api);
@@ -134,6 +138,19 @@ impl GithubApi {
     /// changing anything.
     pub fn fail_next(&self, count: usize, status: u16) {
         self.api.faults.fail_next(count, status);
+    }
+
+    /// Makes the next `count` requests of `method` (such as POST) answer `status`.
+    pub fn fail_next_method(&self, method: &str, count: usize, status: u16) {
+        self.api
+            .faults
+            .fail_next_method(Some(method), count, status);
+    }
+
+    /// Quotes the credential a request presented in the 401 it answers, as careless
+    /// servers and proxies do, so a test can prove the client never prints it.
+    pub fn echo_credentials(&self) {
+        self.api.echo.store(true, Ordering::Relaxed);
     }
 }
 
@@ -335,7 +352,7 @@ async fn serve_api(
     api: Arc<Api>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Some(status) = api.faults.take() {
+    if let Some(status) = api.faults.take(request.method().as_str()) {
         let message = status.canonical_reason().unwrap_or("Server Error");
         return Ok(error(status, message, DOCS));
     }
@@ -363,7 +380,16 @@ async fn serve_api(
         });
     }
     if !api.authorized(&parts.headers) {
-        return Ok(error(StatusCode::UNAUTHORIZED, "Bad credentials", DOCS));
+        // A careless server (or proxy) that quotes the credential back, so that tests
+        // prove a client scrubs what it prints.
+        let message = match (
+            api.echo.load(Ordering::Relaxed),
+            parts.headers.get(hyper::header::AUTHORIZATION),
+        ) {
+            (true, Some(value)) => format!("Bad credentials: {}", value.to_str().unwrap_or("?")),
+            _ => "Bad credentials".to_owned(),
+        };
+        return Ok(error(StatusCode::UNAUTHORIZED, &message, DOCS));
     }
     let Ok(body) = body.collect().await.map(|body| body.to_bytes()) else {
         return Ok(error(

@@ -119,6 +119,13 @@ impl S3Server {
         self.front.faults.fail_next(count, status);
     }
 
+    /// Makes the next `count` requests of `method` (such as PUT) answer `status`.
+    pub fn fail_next_method(&self, method: &str, count: usize, status: u16) {
+        self.front
+            .faults
+            .fail_next_method(Some(method), count, status);
+    }
+
     /// Closes the S3 port and its open connections: clients are refused until `restart`.
     /// Call it from the test's thread, not from async code: it waits for the port to close.
     pub fn stop(&self) {
@@ -167,7 +174,7 @@ async fn serve_api(
 ) -> Result<Response<Body>, Infallible> {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
-    let response = match front.faults.take() {
+    let response = match front.faults.take(&method) {
         Some(status) => s3_error(status, &path),
         None => match front.s3.call(request.map(Body::from)).await {
             Ok(response) => response,

@@ -45,7 +45,7 @@ pub struct Manifest {
     pub sha256: Sha256,
     pub firmware_size: u64,
     /// Where the legacy fleet downloads the image. New devices use `file` on the source
-    /// they fetched this manifest from, so one manifest serves both sources.
+    /// they fetched this manifest from. Not signed: each source's copy points at itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +123,15 @@ impl Manifest {
         let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
         out.push(b'\n');
         out
+    }
+
+    /// This manifest as served by a source whose copy of `file` is at `url`: only the
+    /// unsigned `firmware_url` changes, so the signature still holds.
+    pub fn served_at(&self, url: String) -> Manifest {
+        Manifest {
+            firmware_url: Some(url),
+            ..self.clone()
+        }
     }
 
     /// Checks what `from_json` checks, for a manifest built in code.

@@ -4,6 +4,9 @@
 //! fields, so that reformatting the JSON (key order, white space, `v2.9.0` for `2.9.0`)
 //! never breaks a signature, and no signature over anything else can pass for one.
 //!
+//! `firmware_url` is the one field left out: only the legacy fleet, which checks no
+//! signature, reads it, and each source serves a copy whose URL points at itself.
+//!
 //! Encoding: [`DOMAIN`], then for each field in the order of [`Manifest::signed_message`]:
 //! the field name as `u8 length, bytes`, then the value as a tag byte and its payload:
 //! `0` absent; `1` text as `u32 LE length, UTF-8`; `2` integer as `u64 LE`; `3` boolean
@@ -206,7 +209,6 @@ impl Manifest {
         m.text("file", self.file.as_deref());
         m.digest("sha256", self.sha256.as_bytes());
         m.int("firmware_size", Some(self.firmware_size));
-        m.text("firmware_url", self.firmware_url.as_deref());
         m.boolean("requires_restart", self.requires_restart);
         m.text("build_date", self.build_date.as_deref());
         m.text("commit_hash", self.commit_hash.as_deref());

@@ -1,0 +1,299 @@
+//! The git half of the GitHub target, on git2: the release commit, its tag, and pushes
+//! that report every ref the server refuses.
+
+use std::cell::{Cell, RefCell};
+
+use git2::{Oid, Repository};
+
+use crate::secrets::Secret;
+use crate::targets::Outcome;
+
+/// GitHub's basic-auth user for a token.
+const TOKEN_USER: &str = "x-access-token";
+
+/// A failed remote operation: what happened, and a hint when the cause is known.
+#[derive(Debug)]
+pub struct RemoteError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl RemoteError {
+    fn new(message: impl Into<String>) -> RemoteError {
+        RemoteError {
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+pub fn short(oid: Oid) -> String {
+    oid.to_string()[..12].to_owned()
+}
+
+fn text(e: git2::Error) -> String {
+    e.message().to_owned()
+}
+
+/// The commit that holds the release's `files` (paths in the repository and bytes):
+/// the tag's commit if the tag exists and holds them (a rerun), else a new commit on
+/// `branch` unless its tip holds them already. Nothing else the user staged is committed.
+pub fn release_commit(
+    repo: &Repository,
+    branch: &str,
+    tag: &str,
+    files: &[(String, &[u8])],
+    message: &str,
+) -> Result<(Oid, Outcome), String> {
+    if let Ok(tagged) = repo.revparse_single(&format!("refs/tags/{tag}")) {
+        let at = tagged.peel_to_commit().map_err(text)?;
+        return if holds(repo, &at, files) {
+            Ok((at.id(), Outcome::AlreadyThere))
+        } else {
+            Err(format!(
+                "tag {tag} already points at {}, which does not hold this release",
+                short(at.id())
+            ))
+        };
+    }
+    let head = repo.head().map_err(text)?;
+    let on = head.shorthand().ok().filter(|_| head.is_branch());
+    if on != Some(branch) {
+        return Err(format!(
+            "the repository is on {}, but releases go on {branch}",
+            on.unwrap_or("a detached HEAD")
+        ));
+    }
+    let parent = head.peel_to_commit().map_err(text)?;
+    if holds(repo, &parent, files) {
+        return Ok((parent.id(), Outcome::AlreadyThere));
+    }
+
+    let mut tree = git2::Index::new().map_err(text)?;
+    tree.read_tree(&parent.tree().map_err(text)?)
+        .map_err(text)?;
+    for (path, bytes) in files {
+        let blob = repo.blob(bytes).map_err(text)?;
+        tree.add(&index_entry(path, blob, bytes.len()))
+            .map_err(text)?;
+    }
+    let tree = repo
+        .find_tree(tree.write_tree_to(repo).map_err(text)?)
+        .map_err(text)?;
+    let signature = signature(repo)?;
+    let commit = repo
+        .commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&parent],
+        )
+        .map_err(text)?;
+
+    // The work tree and index follow the commit for these paths, and only these.
+    let workdir = repo
+        .workdir()
+        .ok_or("the repository has no work tree")?
+        .to_owned();
+    let mut index = repo.index().map_err(text)?;
+    for (path, bytes) in files {
+        let on_disk = workdir.join(path);
+        if std::fs::read(&on_disk).ok().as_deref() != Some(*bytes) {
+            crate::ota_files::write_atomic(&on_disk, bytes).map_err(|e| e.to_string())?;
+        }
+        index.add_path(std::path::Path::new(path)).map_err(text)?;
+    }
+    index.write().map_err(text)?;
+    Ok((commit, Outcome::Done))
+}
+
+fn index_entry(path: &str, blob: Oid, len: usize) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        file_size: u32::try_from(len).unwrap_or(u32::MAX),
+        id: blob,
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
+}
+
+/// Whether `commit`'s tree has every file with exactly these bytes.
+fn holds(repo: &Repository, commit: &git2::Commit<'_>, files: &[(String, &[u8])]) -> bool {
+    let Ok(tree) = commit.tree() else {
+        return false;
+    };
+    files.iter().all(|(path, bytes)| {
+        tree.get_path(std::path::Path::new(path))
+            .and_then(|entry| repo.find_blob(entry.id()))
+            .is_ok_and(|blob| blob.content() == *bytes)
+    })
+}
+
+fn signature(repo: &Repository) -> Result<git2::Signature<'static>, String> {
+    repo.signature()
+        .or_else(|_| git2::Signature::now("clockrel", "clockrel@localhost"))
+        .map(|s| s.to_owned())
+        .map_err(text)
+}
+
+/// Makes the annotated tag at `commit`; a tag already there is fine, one elsewhere is not.
+pub fn ensure_tag(
+    repo: &Repository,
+    tag: &str,
+    commit: Oid,
+    title: &str,
+) -> Result<Outcome, String> {
+    if let Ok(existing) = repo.revparse_single(&format!("refs/tags/{tag}")) {
+        let at = existing.peel_to_commit().map_err(text)?.id();
+        return if at == commit {
+            Ok(Outcome::AlreadyThere)
+        } else {
+            Err(format!(
+                "tag {tag} already points at {}, not at the release commit {}",
+                short(at),
+                short(commit)
+            ))
+        };
+    }
+    let target = repo.find_object(commit, None).map_err(text)?;
+    repo.tag(tag, &target, &signature(repo)?, title, false)
+        .map_err(text)?;
+    Ok(Outcome::Done)
+}
+
+/// Whether the remote's `branch` (at `remote`, if it has it) already contains `commit`.
+pub fn contains(repo: &Repository, remote: Option<Oid>, commit: Oid) -> bool {
+    remote
+        .is_some_and(|tip| tip == commit || repo.graph_descendant_of(tip, commit).unwrap_or(false))
+}
+
+/// A remote reached with a token, offered once per connection: libgit2 would otherwise
+/// ask again forever.
+pub struct Remote<'r> {
+    repo: &'r Repository,
+    url: String,
+    token: &'r Secret,
+}
+
+impl<'r> Remote<'r> {
+    pub fn new(repo: &'r Repository, url: &str, token: &'r Secret) -> Remote<'r> {
+        Remote {
+            repo,
+            url: url.to_owned(),
+            token,
+        }
+    }
+
+    fn bad_credentials(&self, message: String) -> RemoteError {
+        RemoteError {
+            message,
+            hint: Some(format!(
+                "the remote refused the credentials: check {} (it needs Contents: write)",
+                super::ENV_TOKEN.join(" or ")
+            )),
+        }
+    }
+
+    /// The remote's refs and where they point.
+    pub fn refs(&self) -> Result<Vec<(String, Oid)>, RemoteError> {
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| RemoteError::new(text(e)))?;
+        let refused = Cell::new(false);
+        let connection = remote.connect_auth(
+            git2::Direction::Push,
+            Some(self.callbacks(&refused, None)),
+            None,
+        );
+        match connection {
+            Ok(connection) => connection
+                .list()
+                .map(|heads| {
+                    heads
+                        .iter()
+                        .map(|h| (h.name().to_owned(), h.oid()))
+                        .collect()
+                })
+                .map_err(|e| RemoteError::new(text(e))),
+            Err(e) if refused.get() || e.message().contains("401") => {
+                Err(self.bad_credentials(text(e)))
+            }
+            Err(e) => Err(RemoteError::new(text(e))),
+        }
+    }
+
+    /// Pushes `refspecs`; a ref the server refuses is an error with its reason (git2
+    /// returns Ok for those and reports them per ref).
+    pub fn push(&self, refspecs: &[String]) -> Result<(), RemoteError> {
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| RemoteError::new(text(e)))?;
+        let refused = Cell::new(false);
+        let rejected = RefCell::new(Vec::new());
+        let pushed = {
+            let mut options = git2::PushOptions::new();
+            options.remote_callbacks(self.callbacks(&refused, Some(&rejected)));
+            remote.push(refspecs, Some(&mut options))
+        };
+        let rejected = rejected.into_inner();
+        match pushed {
+            Err(e) if refused.get() => Err(self.bad_credentials(text(e))),
+            Err(e) => Err(RemoteError {
+                hint: behind_hint(e.message()),
+                message: text(e),
+            }),
+            Ok(()) if !rejected.is_empty() => {
+                let reasons = rejected.join("; ");
+                Err(RemoteError {
+                    hint: behind_hint(&reasons),
+                    message: format!("the remote rejected {reasons}"),
+                })
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn callbacks<'a>(
+        &'a self,
+        refused: &'a Cell<bool>,
+        rejected: Option<&'a RefCell<Vec<String>>>,
+    ) -> git2::RemoteCallbacks<'a> {
+        let mut callbacks = git2::RemoteCallbacks::new();
+        let offered = Cell::new(false);
+        callbacks.credentials(move |_, _, _| {
+            if offered.replace(true) {
+                refused.set(true);
+                return Err(git2::Error::from_str("authentication failed"));
+            }
+            git2::Cred::userpass_plaintext(TOKEN_USER, self.token.expose())
+        });
+        if let Some(rejected) = rejected {
+            callbacks.push_update_reference(move |name, status| {
+                if let Some(reason) = status {
+                    rejected.borrow_mut().push(format!("{name} ({reason})"));
+                }
+                Ok(())
+            });
+        }
+        callbacks
+    }
+}
+
+fn behind_hint(message: &str) -> Option<String> {
+    // libgit2 finds it before sending ("... not present locally"); a server says "non-fast-forward".
+    (message.contains("fast-forward")
+        || message.contains("fastforward")
+        || message.contains("not present locally"))
+    .then(|| "the remote branch has commits this one lacks: pull, then publish again".to_owned())
+}
