@@ -647,3 +647,31 @@ fn missing_credentials_leave_the_repository_and_bucket_untouched() {
     assert_eq!(world.git.head_of("main"), head);
     assert!(world.s3.requests().is_empty());
 }
+
+#[test]
+fn an_upload_that_broke_off_is_replaced_on_the_rerun() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.api.interrupt_next_upload();
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let message = target(&report, "github")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("502"), "{message}");
+    let (out, _) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let assets = world.api.assets("v2.9.0");
+    assert_eq!(
+        assets[0],
+        (
+            "wordclock-v2.9.0.bin".to_owned(),
+            world.staged("wordclock-v2.9.0.bin")
+        )
+    );
+    assert_eq!(
+        world.api.release("v2.9.0").unwrap()["assets"][0]["state"],
+        "uploaded"
+    );
+}

@@ -52,6 +52,8 @@ struct Api {
     faults: Faults,
     /// Quote the presented credential in 401 answers.
     echo: AtomicBool,
+    /// Break off the next upload after GitHub has recorded the asset.
+    interrupt: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -90,6 +92,7 @@ impl GithubApi {
             token: token.to_owned(),
             faults: Faults::default(),
             echo: AtomicBool::new(false),
+            interrupt: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         });
         let served = Arc::clone(&api);
@@ -145,6 +148,13 @@ impl GithubApi {
         self.api
             .faults
             .fail_next_method(Some(method), count, status);
+    }
+
+    /// Breaks off the next asset upload the way a dropped connection does: GitHub has
+    /// already recorded the asset, which stays in the `starter` state with no digest and
+    /// blocks its name until it is deleted.
+    pub fn interrupt_next_upload(&self) {
+        self.api.interrupt.store(true, Ordering::Relaxed);
     }
 
     /// Quotes the credential a request presented in the 401 it answers, as careless
@@ -287,7 +297,14 @@ impl State {
             "{}/{}/{}/releases/download/{tag}/{name}",
             self.base, api.owner, api.repo
         );
-        let digest = format!("sha256:{}", sha256_hex(&upload.bytes));
+        let interrupted = api.interrupt.swap(false, Ordering::Relaxed);
+        let (state, stored, digest) = if interrupted {
+            let half = upload.bytes.slice(..upload.bytes.len() / 2);
+            ("starter", half, Value::Null)
+        } else {
+            let digest = json!(format!("sha256:{}", sha256_hex(&upload.bytes)));
+            ("uploaded", upload.bytes.clone(), digest)
+        };
         let json = from_recording(
             ASSET,
             [
@@ -300,21 +317,42 @@ impl State {
                 ),
                 ("name", json!(name)),
                 ("label", json!(upload.label)),
-                ("state", json!("uploaded")),
+                ("state", json!(state)),
                 ("content_type", json!(upload.content_type)),
-                ("size", json!(upload.bytes.len())),
-                ("digest", json!(digest)),
+                ("size", json!(stored.len())),
+                ("digest", digest),
                 ("download_count", json!(0)),
             ],
         );
         let json = Value::Object(json);
-        let response = json_response(StatusCode::CREATED, &json);
+        let response = if interrupted {
+            error(StatusCode::BAD_GATEWAY, "Server Error", DOCS_UPLOAD_ASSET)
+        } else {
+            json_response(StatusCode::CREATED, &json)
+        };
         self.releases[index].assets.push(Asset {
             name,
-            bytes: upload.bytes.to_vec(),
+            bytes: stored.to_vec(),
             json,
         });
         response
+    }
+
+    /// `DELETE /repos/{owner}/{repo}/releases/assets/{id}`: 204, or 404.
+    fn delete_asset(&mut self, asset_id: &str) -> Response<Full<Bytes>> {
+        let Ok(asset_id) = asset_id.parse::<u64>() else {
+            return not_found(DOCS);
+        };
+        for release in &mut self.releases {
+            let before = release.assets.len();
+            release
+                .assets
+                .retain(|a| a.json["id"].as_u64() != Some(asset_id));
+            if release.assets.len() != before {
+                return respond(StatusCode::NO_CONTENT, "text/plain", "");
+            }
+        }
+        not_found(DOCS)
     }
 
     /// A release asset's bytes, as its `browser_download_url` serves them to anyone.
@@ -407,6 +445,7 @@ async fn serve_api(
     let mut state = lock(&api.state);
     Ok(match (method, route) {
         (&Method::GET, ["tags", tag]) => state.release_by_tag(tag),
+        (&Method::DELETE, ["assets", id]) => state.delete_asset(id),
         (&Method::POST, []) => state.create_release(&api, &body),
         (&Method::GET, [id]) => match state.release_by_id(id) {
             Some(release) => json_response(StatusCode::OK, &release.to_json()),

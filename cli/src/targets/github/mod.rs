@@ -243,7 +243,28 @@ impl Github {
             let what = format!("release asset {}", upload.name);
             progress.step(&what);
             let existing = gh_release.assets.iter().find(|a| a.name == upload.name);
+            let upload_it = || async {
+                releases
+                    .upload_asset(gh_release.id.0, &upload.name, upload.bytes.to_vec().into())
+                    .send()
+                    .await
+                    .map(|_| Outcome::Done)
+            };
             let outcome = match existing {
+                // An upload that broke off leaves an asset GitHub never finished: it holds
+                // the name until deleted, and nobody can have downloaded it.
+                Some(asset) if asset.state != "uploaded" => {
+                    octo.repos(self.source.owner(), self.source.name())
+                        .release_assets()
+                        .delete(asset.id.0)
+                        .await
+                        .map_err(|e| {
+                            fail(&steps, format!("{what}: delete the unfinished upload"), e)
+                        })?;
+                    upload_it()
+                        .await
+                        .map_err(|e| fail(&steps, what.clone(), e))?
+                }
                 Some(asset) => {
                     let matches = self
                         .asset_matches(asset, &upload.bytes)
@@ -259,14 +280,9 @@ impl Github {
                         ));
                     }
                 }
-                None => {
-                    releases
-                        .upload_asset(gh_release.id.0, &upload.name, upload.bytes.to_vec().into())
-                        .send()
-                        .await
-                        .map_err(|e| fail(&steps, what.clone(), e))?;
-                    Outcome::Done
-                }
+                None => upload_it()
+                    .await
+                    .map_err(|e| fail(&steps, what.clone(), e))?,
             };
             progress.advance(upload.bytes.len() as u64);
             steps.push(Step::new(what, outcome));
