@@ -1,0 +1,562 @@
+//! The dual-source update engine: which source to ask, when to fail over, and what must
+//! hold before the boot slot changes. It does no I/O of its own: it drives the
+//! [`ports`], so the same logic runs on the chip, in the host simulator and in tests.
+
+pub mod ports;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::Manifest;
+use crate::image::{ImageError, ImageReader};
+use crate::manifest::{MAX_MANIFEST_LEN, PublicKey};
+use crate::policy::{self, Decision, Running};
+pub use ports::{ContentRange, Http, HttpError, Response, SlotError, Slots, Store, Timeouts};
+
+/// Bytes moved per read: the engine's whole download buffer.
+pub const CHUNK: usize = 4096;
+/// Where the preferred source is kept.
+const SOURCE_KEY: &str = "ota_source";
+
+/// One of the two places a release is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Github,
+    R2,
+}
+
+impl Source {
+    pub fn other(self) -> Source {
+        match self {
+            Source::Github => Source::R2,
+            Source::R2 => Source::Github,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Github => "github",
+            Source::R2 => "r2",
+        }
+    }
+
+    /// Reads `github`, `r2` or `cloudflare` (what the existing fleet's MQTT topic takes).
+    pub fn parse(text: &str) -> Option<Source> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "github" => Some(Source::Github),
+            "r2" | "cloudflare" => Some(Source::R2),
+            _ => None,
+        }
+    }
+
+    /// The persisted preference; GitHub when none is stored or it is unreadable.
+    pub fn preferred(store: &dyn Store) -> Source {
+        store
+            .get(SOURCE_KEY)
+            .and_then(|v| core::str::from_utf8(&v).ok().and_then(Source::parse))
+            .unwrap_or(Source::Github)
+    }
+
+    pub fn set_preferred(self, store: &mut dyn Store) {
+        store.set(SOURCE_KEY, self.name().as_bytes());
+    }
+}
+
+/// Where each source serves a release: `base` + `version.json`, `base` + the image's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    pub github: String,
+    pub r2: String,
+}
+
+impl Sources {
+    pub fn base(&self, source: Source) -> &str {
+        match source {
+            Source::Github => &self.github,
+            Source::R2 => &self.r2,
+        }
+    }
+}
+
+/// What the engine knows and trusts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sources: Sources,
+    pub trusted: Vec<PublicKey>,
+    pub running: Running,
+    pub timeouts: Timeouts,
+}
+
+/// Why one request to one source did not give a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Connect(String),
+    Timeout,
+    Io(String),
+    Status(u16),
+    /// The answer was not a manifest, or not one signed by a trusted key.
+    Invalid(String),
+}
+
+impl From<HttpError> for Failure {
+    fn from(e: HttpError) -> Failure {
+        match e {
+            HttpError::Connect(why) => Failure::Connect(why),
+            HttpError::Timeout => Failure::Timeout,
+            HttpError::Io(why) => Failure::Io(why),
+        }
+    }
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::Connect(why) => write!(f, "cannot connect ({why})"),
+            Failure::Timeout => f.write_str("timed out"),
+            Failure::Io(why) => write!(f, "connection broke ({why})"),
+            Failure::Status(status) => write!(f, "HTTP {status}"),
+            Failure::Invalid(why) => write!(f, "invalid manifest: {why}"),
+        }
+    }
+}
+
+/// One request and how it went, for the log and the status report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub source: Source,
+    pub what: &'static str,
+    pub failure: Option<Failure>,
+}
+
+/// A trusted manifest and the verdict on it.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// The source whose manifest was accepted: the image comes from there first.
+    pub source: Source,
+    pub manifest: Manifest,
+    pub decision: Decision,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Why an update did not happen. The running slot is untouched in every case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateError {
+    /// Neither source gave a trusted manifest.
+    NoManifest {
+        attempts: Vec<Attempt>,
+    },
+    /// The manifest is trusted but must not be installed.
+    Refused(policy::Refusal),
+    /// Nothing to do: the manifest names the running version.
+    Current,
+    /// Neither source delivered the whole image.
+    Download {
+        attempts: Vec<Attempt>,
+    },
+    /// The image arrived but is not the one the manifest promised.
+    Verify(String),
+    Flash(SlotError),
+    Cancelled,
+    /// Another update is running.
+    Busy,
+}
+
+impl core::fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let attempts = |f: &mut core::fmt::Formatter<'_>, attempts: &[Attempt]| {
+            attempts.iter().try_for_each(|a| match &a.failure {
+                Some(failure) => write!(f, "; {} {}: {failure}", a.source.name(), a.what),
+                None => write!(f, "; {} {}: ok", a.source.name(), a.what),
+            })
+        };
+        match self {
+            UpdateError::NoManifest { attempts: list } => {
+                f.write_str("no source gave a trusted manifest")?;
+                attempts(f, list)
+            }
+            UpdateError::Refused(why) => write!(f, "refused: {why}"),
+            UpdateError::Current => f.write_str("already running the released version"),
+            UpdateError::Download { attempts: list } => {
+                f.write_str("no source delivered the whole image")?;
+                attempts(f, list)
+            }
+            UpdateError::Verify(why) => write!(f, "the image is not the one promised: {why}"),
+            UpdateError::Flash(e) => write!(f, "flash: {}", e.0),
+            UpdateError::Cancelled => f.write_str("cancelled"),
+            UpdateError::Busy => f.write_str("an update is already running"),
+        }
+    }
+}
+
+/// A finished update: the new image is in the inactive slot, which boots next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub version: crate::Version,
+    /// Every source the image bytes came from, in order.
+    pub sources: Vec<Source>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Progress of a download, for the status topic.
+pub trait Progress {
+    fn bytes(&mut self, done: u64, total: u64);
+}
+
+impl<F: FnMut(u64, u64)> Progress for F {
+    fn bytes(&mut self, done: u64, total: u64) {
+        self(done, total)
+    }
+}
+
+/// Lets one update run at a time, and lets an explicit command (and nothing else) cancel it.
+#[derive(Debug, Default)]
+pub struct Control {
+    running: AtomicBool,
+    cancel: AtomicBool,
+}
+
+impl Control {
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+/// Holds [`Control`] busy until dropped.
+struct Busy<'c>(&'c Control);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The engine for one device.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Config,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        Engine { config }
+    }
+
+    /// Fetches the manifest from `preferred`, else from the other source, and decides.
+    /// A source fails over on connect error, timeout, a status other than 200, or a
+    /// manifest that does not parse or verify.
+    pub fn check(&self, http: &mut dyn Http, preferred: Source) -> Result<Offer, UpdateError> {
+        let mut attempts = Vec::new();
+        for source in [preferred, preferred.other()] {
+            match self.fetch_manifest(http, source) {
+                Ok(manifest) => {
+                    attempts.push(Attempt {
+                        source,
+                        what: "manifest",
+                        failure: None,
+                    });
+                    let decision =
+                        policy::decide(&self.config.running, &manifest, &self.config.trusted);
+                    return Ok(Offer {
+                        source,
+                        manifest,
+                        decision,
+                        attempts,
+                    });
+                }
+                Err(failure) => attempts.push(Attempt {
+                    source,
+                    what: "manifest",
+                    failure: Some(failure),
+                }),
+            }
+        }
+        Err(UpdateError::NoManifest { attempts })
+    }
+
+    fn fetch_manifest(&self, http: &mut dyn Http, source: Source) -> Result<Manifest, Failure> {
+        let url = format!("{}version.json", self.config.sources.base(source));
+        let mut response = http.get(&url, None, self.config.timeouts)?;
+        if response.status() != 200 {
+            return Err(Failure::Status(response.status()));
+        }
+        let mut body = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = response.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if body.len() + n > MAX_MANIFEST_LEN {
+                return Err(Failure::Invalid(format!(
+                    "larger than {MAX_MANIFEST_LEN} bytes"
+                )));
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+        let manifest = Manifest::from_json(&body).map_err(|e| Failure::Invalid(e.to_string()))?;
+        manifest
+            .verify(&self.config.trusted)
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        Ok(manifest)
+    }
+
+    /// Checks, and when the verdict is to update, installs. See [`Engine::install`].
+    pub fn update(
+        &self,
+        http: &mut dyn Http,
+        slots: &mut dyn Slots,
+        preferred: Source,
+        control: &Control,
+        progress: &mut dyn Progress,
+    ) -> Result<Installed, UpdateError> {
+        let offer = self.check(http, preferred)?;
+        self.install(http, slots, &offer, control, progress)
+    }
+
+    /// Streams the offered image into the inactive slot and sets it to boot only if its
+    /// size, SHA-256, chip and embedded version are what the trusted manifest says.
+    /// If the source dies mid-way the download goes on from the other source at the same
+    /// offset (a 206 with a matching Content-Range), or starts over from 0.
+    pub fn install(
+        &self,
+        http: &mut dyn Http,
+        slots: &mut dyn Slots,
+        offer: &Offer,
+        control: &Control,
+        progress: &mut dyn Progress,
+    ) -> Result<Installed, UpdateError> {
+        match &offer.decision {
+            Decision::Update => {}
+            Decision::Current => return Err(UpdateError::Current),
+            Decision::Refuse(why) => return Err(UpdateError::Refused(why.clone())),
+        }
+        if control.running.swap(true, Ordering::SeqCst) {
+            return Err(UpdateError::Busy);
+        }
+        let _busy = Busy(control);
+        control.cancel.store(false, Ordering::SeqCst);
+        let mut download = Download::new(&self.config, offer);
+        let result = download.run(http, slots, control, progress);
+        match result {
+            Ok(()) => {
+                slots.set_boot().map_err(UpdateError::Flash)?;
+                Ok(Installed {
+                    version: offer.manifest.version.clone(),
+                    sources: download.used,
+                    attempts: download.attempts,
+                })
+            }
+            Err(e) => {
+                slots.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One image download, across sources.
+struct Download<'a> {
+    config: &'a Config,
+    manifest: &'a Manifest,
+    file: String,
+    size: u64,
+    first: Source,
+    reader: ImageReader,
+    offset: u64,
+    used: Vec<Source>,
+    attempts: Vec<Attempt>,
+}
+
+/// How a single request's stream ended.
+enum Stream {
+    Complete,
+    /// It broke at the current offset: another request may resume.
+    Broken(Failure),
+}
+
+impl<'a> Download<'a> {
+    fn new(config: &'a Config, offer: &'a Offer) -> Download<'a> {
+        let manifest = &offer.manifest;
+        Download {
+            config,
+            manifest,
+            file: manifest.file.clone().unwrap_or_default(),
+            size: manifest.firmware_size,
+            first: offer.source,
+            reader: Download::fresh_reader(config, manifest),
+            offset: 0,
+            used: Vec::new(),
+            attempts: Vec::new(),
+        }
+    }
+
+    fn fresh_reader(config: &Config, manifest: &Manifest) -> ImageReader {
+        ImageReader::new()
+            .expect_chip(config.running.chip)
+            .expect_len(manifest.firmware_size)
+    }
+
+    fn run(
+        &mut self,
+        http: &mut dyn Http,
+        slots: &mut dyn Slots,
+        control: &Control,
+        progress: &mut dyn Progress,
+    ) -> Result<(), UpdateError> {
+        slots.begin(self.size).map_err(UpdateError::Flash)?;
+        // Each source gets a first try and one more after the other failed: bounded.
+        let plan = [
+            self.first,
+            self.first.other(),
+            self.first,
+            self.first.other(),
+        ];
+        for source in plan {
+            match self.fetch(http, slots, source, control, progress)? {
+                Stream::Complete => return self.verify(),
+                Stream::Broken(failure) => self.attempts.push(Attempt {
+                    source,
+                    what: "image",
+                    failure: Some(failure),
+                }),
+            }
+        }
+        Err(UpdateError::Download {
+            attempts: core::mem::take(&mut self.attempts),
+        })
+    }
+
+    /// One request to `source`, from the current offset.
+    fn fetch(
+        &mut self,
+        http: &mut dyn Http,
+        slots: &mut dyn Slots,
+        source: Source,
+        control: &Control,
+        progress: &mut dyn Progress,
+    ) -> Result<Stream, UpdateError> {
+        let url = format!("{}{}", self.config.sources.base(source), self.file);
+        let from = (self.offset > 0).then_some(self.offset);
+        let mut response = match http.get(&url, from, self.config.timeouts) {
+            Ok(response) => response,
+            Err(e) => return Ok(Stream::Broken(e.into())),
+        };
+        match (response.status(), from) {
+            (200, _) => {
+                if self.offset > 0 {
+                    // The source ignored the Range: start over, as it sends from byte 0.
+                    self.restart(slots)?;
+                }
+            }
+            (206, Some(offset)) => {
+                let range = response.content_range();
+                let matches = range
+                    .is_some_and(|r| r.start == offset && r.total.is_none_or(|t| t == self.size));
+                if !matches {
+                    return Ok(Stream::Broken(Failure::Invalid(format!(
+                        "Content-Range {range:?} does not continue at {offset}"
+                    ))));
+                }
+            }
+            (status, _) => return Ok(Stream::Broken(Failure::Status(status))),
+        }
+        if !self.used.contains(&source) {
+            self.used.push(source);
+        }
+        let mut buf = [0u8; CHUNK];
+        loop {
+            if control.cancel.load(Ordering::SeqCst) {
+                return Err(UpdateError::Cancelled);
+            }
+            let n = match response.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Ok(Stream::Broken(e.into())),
+            };
+            let chunk = &buf[..n];
+            self.reader.feed(chunk).map_err(|e| self.image_error(e))?;
+            self.check_descriptor()?;
+            slots
+                .write(self.offset, chunk)
+                .map_err(UpdateError::Flash)?;
+            self.offset += n as u64;
+            progress.bytes(self.offset, self.size);
+        }
+        if self.offset == self.size {
+            Ok(Stream::Complete)
+        } else {
+            Ok(Stream::Broken(Failure::Io(format!(
+                "the body ended at {} of {} bytes",
+                self.offset, self.size
+            ))))
+        }
+    }
+
+    fn restart(&mut self, slots: &mut dyn Slots) -> Result<(), UpdateError> {
+        slots.abort();
+        slots.begin(self.size).map_err(UpdateError::Flash)?;
+        self.reader = Download::fresh_reader(self.config, self.manifest);
+        self.offset = 0;
+        Ok(())
+    }
+
+    /// Refuses a wrong version as soon as the app descriptor has arrived.
+    fn check_descriptor(&self) -> Result<(), UpdateError> {
+        let Some(descriptor) = self.reader.descriptor() else {
+            return Ok(());
+        };
+        let embedded = descriptor
+            .version
+            .as_str()
+            .and_then(|v| v.parse::<crate::Version>().ok());
+        if embedded.as_ref() != Some(&self.manifest.version) {
+            return Err(UpdateError::Verify(format!(
+                "the image says it is {}, the manifest says {}",
+                descriptor.version, self.manifest.version
+            )));
+        }
+        if Some(descriptor.secure_version) != self.manifest.secure_version {
+            return Err(UpdateError::Verify(format!(
+                "the image's secure_version is {}, the manifest says {:?}",
+                descriptor.secure_version, self.manifest.secure_version
+            )));
+        }
+        Ok(())
+    }
+
+    fn image_error(&self, e: ImageError) -> UpdateError {
+        UpdateError::Verify(e.to_string())
+    }
+
+    /// Everything the boot slot may change on: size, SHA-256 of the file, chip, version.
+    fn verify(&mut self) -> Result<(), UpdateError> {
+        let reader = core::mem::take(&mut self.reader);
+        let info = reader.finish().map_err(|e| self.image_error(e))?;
+        if info.len != self.size {
+            return Err(UpdateError::Verify(format!(
+                "{} bytes, the manifest says {}",
+                info.len, self.size
+            )));
+        }
+        if info.sha256 != self.manifest.sha256 {
+            return Err(UpdateError::Verify(format!(
+                "SHA-256 {}, the manifest says {}",
+                info.sha256, self.manifest.sha256
+            )));
+        }
+        if Some(info.header.chip) != self.manifest.chip {
+            return Err(UpdateError::Verify(format!(
+                "built for {}, the manifest says {:?}",
+                info.header.chip, self.manifest.chip
+            )));
+        }
+        // The version and secure_version were checked when the descriptor arrived.
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! The engine's view of the world: small traits that the firmware (ESP-IDF), the host
+//! simulator and the tests' in-memory fakes each implement.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+/// How long a request may take to connect, and to deliver each next chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    /// Short: a dead source must cost seconds, not the fleet's old 10 s plus retry.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `Content-Range: bytes start-end/total` of a 206 answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    pub end: u64,
+    pub total: Option<u64>,
+}
+
+impl ContentRange {
+    /// Parses `bytes 100-199/1000` (or `/*`).
+    pub fn parse(header: &str) -> Option<ContentRange> {
+        let spec = header.trim().strip_prefix("bytes ")?;
+        let (range, total) = spec.split_once('/')?;
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+        let total = match total.trim() {
+            "*" => None,
+            n => Some(n.parse().ok()?),
+        };
+        (start <= end).then_some(ContentRange { start, end, total })
+    }
+}
+
+/// Why a request failed before it produced a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The connection could not be made (refused, unreachable, DNS).
+    Connect(String),
+    /// No answer, or no next chunk, in time.
+    Timeout,
+    /// The connection broke while reading.
+    Io(String),
+}
+
+/// An answer whose body is read chunk by chunk.
+pub trait Response {
+    fn status(&self) -> u16;
+    fn content_length(&self) -> Option<u64>;
+    fn content_range(&self) -> Option<ContentRange>;
+    /// Fills `buf` from the body; `Ok(0)` at its end.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, HttpError>;
+}
+
+/// HTTP GET, optionally from a byte offset (`Range: bytes=N-`).
+pub trait Http {
+    fn get(
+        &mut self,
+        url: &str,
+        from: Option<u64>,
+        timeouts: Timeouts,
+    ) -> Result<alloc::boxed::Box<dyn Response + '_>, HttpError>;
+}
+
+/// Why the flash refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotError(pub String);
+
+/// The OTA slots of the flash.
+pub trait Slots {
+    /// Starts writing the inactive slot for an image of `size` bytes (erasing it).
+    fn begin(&mut self, size: u64) -> Result<(), SlotError>;
+    /// Writes the next bytes of the image at `offset`.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SlotError>;
+    /// Ends a write that will not be used: the running slot stays as it is.
+    fn abort(&mut self);
+    /// Makes the written slot the one the bootloader starts next, on probation.
+    fn set_boot(&mut self) -> Result<(), SlotError>;
+}
+
+/// A small persistent key-value store (NVS on the chip).
+pub trait Store {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn set(&mut self, key: &str, value: &[u8]);
+}

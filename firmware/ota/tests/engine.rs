@@ -1,0 +1,349 @@
+//! The update engine with in-memory ports: failover for the manifest and mid-download,
+//! and every refusal before the boot slot changes.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod support;
+
+use ota_core::engine::{Config, Control, Engine, Failure, Source, Timeouts, UpdateError};
+use ota_core::policy::{Decision, Refusal};
+use support::{
+    Behaviour, FakeHttp, FakeSlots, FakeStore, IMAGE, R2, key, manifest, running, sources,
+};
+
+fn engine(version: &str, secure_version: u32) -> Engine {
+    Engine::new(Config {
+        sources: sources(),
+        trusted: vec![key().public()],
+        running: running(version, secure_version),
+        timeouts: Timeouts::default(),
+    })
+}
+
+fn update(
+    engine: &Engine,
+    http: &mut FakeHttp,
+    slots: &mut FakeSlots,
+) -> Result<ota_core::engine::Installed, UpdateError> {
+    engine.update(
+        http,
+        slots,
+        Source::Github,
+        &Control::default(),
+        &mut |_: u64, _: u64| {},
+    )
+}
+
+fn failures(error: &UpdateError) -> Vec<(Source, Option<Failure>)> {
+    match error {
+        UpdateError::NoManifest { attempts } | UpdateError::Download { attempts } => attempts
+            .iter()
+            .map(|a| (a.source, a.failure.clone()))
+            .collect(),
+        other => panic!("not a fetch failure: {other:?}"),
+    }
+}
+
+#[test]
+fn a_healthy_primary_serves_manifest_and_image() {
+    let mut http = FakeHttp::healthy(&manifest());
+    let mut slots = FakeSlots::default();
+    let installed = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
+    assert_eq!(installed.version.to_string(), "2.9.0");
+    assert_eq!(installed.sources, [Source::Github]);
+    assert_eq!(slots.inactive, IMAGE);
+    assert!(slots.boot_set);
+    assert!(
+        http.log
+            .iter()
+            .all(|(url, _)| url.starts_with(support::GITHUB))
+    );
+}
+
+#[test]
+fn the_manifest_fails_over_on_404_503_timeout_refusal_and_bad_signature() {
+    let mut forged = support::unsigned_manifest();
+    forged.sign(&ota_core::manifest::SecretKey::from_seed([7; 32]));
+    let cases = [
+        (Behaviour::Status(404), Failure::Status(404)),
+        (Behaviour::Status(503), Failure::Status(503)),
+        (Behaviour::Timeout, Failure::Timeout),
+        (
+            Behaviour::Refuse,
+            Failure::Connect("connection refused".into()),
+        ),
+        (
+            Behaviour::serve(b"<html>captive portal</html>"),
+            Failure::Invalid(String::new()),
+        ),
+        (
+            Behaviour::serve(&forged.to_json()),
+            Failure::Invalid(String::new()),
+        ),
+    ];
+    for (behaviour, expected) in cases {
+        let mut http = FakeHttp::healthy(&manifest());
+        http.route(Source::Github, "version.json", behaviour.clone());
+        let offer = engine("2.8.0", 0).check(&mut http, Source::Github).unwrap();
+        assert_eq!(offer.source, Source::R2, "{behaviour:?}");
+        assert_eq!(offer.decision, Decision::Update);
+        assert_eq!(offer.attempts.len(), 2, "both attempts are logged");
+        let failure = offer.attempts[0].failure.clone().unwrap();
+        match (failure, expected) {
+            (Failure::Invalid(_), Failure::Invalid(_)) => {}
+            (got, want) => assert_eq!(got, want),
+        }
+        assert!(offer.attempts[1].failure.is_none());
+    }
+}
+
+#[test]
+fn the_preference_can_be_r2_and_falls_back_to_github() {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(Source::R2, "version.json", Behaviour::Refuse);
+    let offer = engine("2.8.0", 0).check(&mut http, Source::R2).unwrap();
+    assert_eq!(offer.source, Source::Github);
+    assert_eq!(http.log[0].0, format!("{R2}version.json"));
+}
+
+#[test]
+fn both_sources_down_is_a_clear_failure_and_nothing_is_written() {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(Source::Github, "version.json", Behaviour::Refuse);
+    http.route(Source::R2, "version.json", Behaviour::Timeout);
+    let mut slots = FakeSlots::default();
+    let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    assert_eq!(
+        failures(&error),
+        [
+            (
+                Source::Github,
+                Some(Failure::Connect("connection refused".into()))
+            ),
+            (Source::R2, Some(Failure::Timeout))
+        ]
+    );
+    assert_eq!(
+        error.to_string(),
+        "no source gave a trusted manifest; github manifest: cannot connect (connection refused); r2 manifest: timed out"
+    );
+    assert_eq!((slots.began, slots.boot_set), (0, false));
+}
+
+#[test]
+fn a_source_dying_mid_download_continues_on_the_other_at_the_same_offset() {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Serve {
+            body: IMAGE.to_vec(),
+            die_after: Some(30_000),
+            ranges: true,
+        },
+    );
+    let mut slots = FakeSlots::default();
+    let installed = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
+    assert_eq!(installed.sources, [Source::Github, Source::R2]);
+    assert_eq!(slots.inactive, IMAGE);
+    assert!(slots.boot_set);
+    assert_eq!(slots.began, 1, "resumed, not restarted");
+    assert_eq!(
+        http.log.last().unwrap(),
+        &(format!("{R2}wordclock-v2.9.0.bin"), Some(30_000))
+    );
+}
+
+#[test]
+fn a_source_that_ignores_range_restarts_the_download_from_zero() {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Serve {
+            body: IMAGE.to_vec(),
+            die_after: Some(20_000),
+            ranges: true,
+        },
+    );
+    http.route(
+        Source::R2,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Serve {
+            body: IMAGE.to_vec(),
+            die_after: None,
+            ranges: false,
+        },
+    );
+    let mut slots = FakeSlots::default();
+    update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
+    assert_eq!(slots.inactive, IMAGE);
+    assert_eq!(slots.began, 2, "the slot was begun again for the restart");
+}
+
+#[test]
+fn an_image_nobody_can_deliver_leaves_the_slot_unset() {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Status(404),
+    );
+    http.route(Source::R2, "wordclock-v2.9.0.bin", Behaviour::Refuse);
+    let mut slots = FakeSlots::default();
+    let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    assert_eq!(
+        failures(&error).len(),
+        4,
+        "two tries per source, then it stops"
+    );
+    assert!(!slots.boot_set);
+    assert_eq!(slots.aborted, 1);
+}
+
+#[test]
+fn a_corrupted_image_is_refused_before_the_boot_slot_changes() {
+    let mut corrupted = IMAGE.to_vec();
+    corrupted[40_000] ^= 0x10;
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "wordclock-v2.9.0.bin",
+        Behaviour::serve(&corrupted),
+    );
+    let mut slots = FakeSlots::default();
+    let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    assert!(matches!(error, UpdateError::Verify(_)), "{error}");
+    assert!(!slots.boot_set);
+    assert_eq!(slots.aborted, 1);
+}
+
+#[test]
+fn an_image_whose_embedded_version_differs_is_refused_as_soon_as_it_shows() {
+    // A correctly signed manifest for 2.9.1 that points at the 2.9.0 image.
+    let mut m = support::unsigned_manifest();
+    m.version = "2.9.1".parse().unwrap();
+    m.sign(&key());
+    let mut http = FakeHttp::healthy(&m);
+    let mut slots = FakeSlots::default();
+    let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    assert_eq!(
+        error,
+        UpdateError::Verify("the image says it is 2.9.0, the manifest says 2.9.1".into())
+    );
+    assert!(!slots.boot_set);
+    assert!(
+        slots.high_water < 4096,
+        "refused within the first chunk, not after {} bytes",
+        slots.high_water
+    );
+}
+
+#[test]
+fn an_image_whose_hash_differs_from_the_manifest_is_refused() {
+    let mut m = support::unsigned_manifest();
+    m.sha256.0[0] ^= 1;
+    m.sign(&key());
+    let mut http = FakeHttp::healthy(&m);
+    let mut slots = FakeSlots::default();
+    let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the image is not the one promised: SHA-256"),
+        "{error}"
+    );
+    assert!(!slots.boot_set);
+}
+
+#[test]
+fn policy_refusals_write_nothing() {
+    let cases = [
+        (
+            engine("3.0.0", 0),
+            UpdateError::Refused(Refusal::Downgrade {
+                running: "3.0.0".parse().unwrap(),
+                offered: "2.9.0".parse().unwrap(),
+            }),
+        ),
+        (
+            engine("2.8.0", 5),
+            UpdateError::Refused(Refusal::SecureVersion {
+                running: 5,
+                offered: 2,
+            }),
+        ),
+        (engine("2.9.0", 2), UpdateError::Current),
+    ];
+    for (engine, expected) in cases {
+        let mut http = FakeHttp::healthy(&manifest());
+        let mut slots = FakeSlots::default();
+        assert_eq!(
+            update(&engine, &mut http, &mut slots).unwrap_err(),
+            expected
+        );
+        assert_eq!(slots.began, 0);
+    }
+}
+
+#[test]
+fn an_explicit_cancel_stops_and_leaves_the_running_slot() {
+    let mut http = FakeHttp::healthy(&manifest());
+    let mut slots = FakeSlots::default();
+    let control = Control::default();
+    let engine = engine("2.8.0", 0);
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    let mut progress = |done: u64, _: u64| {
+        if done > 10_000 {
+            control.cancel();
+        }
+    };
+    let error = engine
+        .install(&mut http, &mut slots, &offer, &control, &mut progress)
+        .unwrap_err();
+    assert_eq!(error, UpdateError::Cancelled);
+    assert!(!slots.boot_set);
+    assert_eq!(slots.aborted, 1);
+    assert!(!control.is_running());
+}
+
+#[test]
+fn a_second_update_while_one_runs_is_turned_away() {
+    let mut http = FakeHttp::healthy(&manifest());
+    let mut slots = FakeSlots::default();
+    let control = Control::default();
+    let engine = engine("2.8.0", 0);
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    let mut second = None;
+    let mut progress = |_: u64, _: u64| {
+        if second.is_none() {
+            let mut other_slots = FakeSlots::default();
+            let mut other_http = FakeHttp::healthy(&manifest());
+            second = Some(engine.install(
+                &mut other_http,
+                &mut other_slots,
+                &offer,
+                &control,
+                &mut |_: u64, _: u64| {},
+            ));
+        }
+    };
+    engine
+        .install(&mut http, &mut slots, &offer, &control, &mut progress)
+        .unwrap();
+    assert_eq!(second, Some(Err(UpdateError::Busy)));
+    assert!(slots.boot_set, "the running update finished");
+}
+
+#[test]
+fn the_source_preference_persists_and_accepts_cloudflare() {
+    let mut store = FakeStore::default();
+    assert_eq!(Source::preferred(&store), Source::Github);
+    Source::parse("cloudflare")
+        .unwrap()
+        .set_preferred(&mut store);
+    assert_eq!(Source::preferred(&store), Source::R2);
+    store.0.insert("ota_source".into(), b"\xff\xfe".to_vec());
+    assert_eq!(Source::preferred(&store), Source::Github);
+    assert_eq!(Source::parse("GitHub"), Some(Source::Github));
+    assert_eq!(Source::parse("ftp"), None);
+}

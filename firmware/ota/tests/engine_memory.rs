@@ -1,0 +1,70 @@
+//! The engine streams: installing an image allocates a small, fixed amount however large
+//! the image, so a 3 MiB update fits a device with far less free heap.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use ota_core::engine::{Config, Control, Engine, Source, Timeouts};
+use support::{FakeHttp, FakeSlots, IMAGE, key, manifest, running, sources};
+
+struct Counting;
+
+thread_local! {
+    /// Bytes allocated by this thread: the test harness's own threads do not count.
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.with(|n| n.set(n.get() + layout.size()));
+        // SAFETY: forwards the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with this layout, in `alloc` above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn installing_allocates_far_less_than_the_image() {
+    let engine = Engine::new(Config {
+        sources: sources(),
+        trusted: vec![key().public()],
+        running: running("2.8.0", 0),
+        timeouts: Timeouts::default(),
+    });
+    let mut http = FakeHttp::healthy(&manifest());
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    // The fakes' own buffers (the served body, the slot's bytes) are made up front.
+    let mut slots = FakeSlots::default();
+    slots.inactive.reserve(IMAGE.len());
+    let mut http = FakeHttp::healthy(&manifest());
+    let start = ALLOCATED.with(Cell::get);
+    engine
+        .install(
+            &mut http,
+            &mut slots,
+            &offer,
+            &Control::default(),
+            &mut |_: u64, _: u64| {},
+        )
+        .unwrap();
+    let during = ALLOCATED.with(Cell::get) - start;
+    // The fake peer copies the image once to answer; the rest is the engine's.
+    let engine_bytes = during.saturating_sub(IMAGE.len());
+    assert!(
+        engine_bytes < 4096,
+        "the engine allocated {engine_bytes} bytes for a {} byte image",
+        IMAGE.len()
+    );
+    assert_eq!(slots.inactive, IMAGE);
+}
