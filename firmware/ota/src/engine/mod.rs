@@ -2,6 +2,7 @@
 //! hold before the boot slot changes. It does no I/O of its own: it drives the
 //! [`ports`], so the same logic runs on the chip, in the host simulator and in tests.
 
+pub mod health;
 pub mod ports;
 
 use alloc::format;

@@ -1,0 +1,119 @@
+//! After a reboot into a new image: prove it healthy within deadlines, then keep it, or
+//! mark it invalid so the bootloader falls back, and remember why for the report.
+
+use alloc::format;
+use alloc::string::String;
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ports::{SlotError, Store};
+
+/// Where the outcome waits to be reported, across the reboot.
+const OUTCOME_KEY: &str = "ota_outcome";
+/// How often a pending check is asked again.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// The running slot, as the app sees it after boot.
+pub trait BootSlot {
+    /// Whether the running image is on probation (ESP-IDF's PENDING_VERIFY).
+    fn pending_verify(&self) -> bool;
+    /// Keeps the running image (cancels the rollback).
+    fn mark_valid(&mut self) -> Result<(), SlotError>;
+    /// Gives the running image up: the next boot starts the previous one. On the chip
+    /// this reboots and does not return.
+    fn mark_invalid_and_reboot(&mut self) -> Result<(), SlotError>;
+}
+
+/// Monotonic time, and a way to wait.
+pub trait Clock {
+    fn now(&self) -> Duration;
+    fn sleep(&self, duration: Duration);
+}
+
+/// The answer of one look at a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    Ready(Result<(), String>),
+    /// Not decided yet (e.g. still connecting): ask again.
+    Pending,
+}
+
+/// One thing a healthy image must do: join the network, reach the broker, read the RTC,
+/// drive the LEDs.
+pub trait HealthCheck {
+    fn name(&self) -> &str;
+    /// How long the check may stay pending before the image is judged unhealthy.
+    fn deadline(&self) -> Duration;
+    fn poll(&mut self) -> Poll;
+}
+
+/// What happened to a new image, kept until it has been reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    Confirmed { version: String },
+    RolledBack { version: String, reason: String },
+}
+
+/// Runs the checks when the running image is on probation. All pass: it is kept.
+/// One fails or misses its deadline: the reason is stored, then the image is marked
+/// invalid and the device reboots into the previous one. `Ok(None)` when not on probation.
+pub fn after_boot(
+    version: &crate::Version,
+    boot: &mut dyn BootSlot,
+    checks: &mut [&mut dyn HealthCheck],
+    clock: &dyn Clock,
+    store: &mut dyn Store,
+) -> Result<Option<Outcome>, SlotError> {
+    if !boot.pending_verify() {
+        return Ok(None);
+    }
+    let version = format!("{version}");
+    for check in checks.iter_mut() {
+        if let Err(why) = run(&mut **check, clock) {
+            let outcome = Outcome::RolledBack {
+                version,
+                reason: format!("{}: {why}", check.name()),
+            };
+            // Stored first: after the reboot, the previous image reports it.
+            remember(store, &outcome);
+            boot.mark_invalid_and_reboot()?;
+            return Ok(Some(outcome));
+        }
+    }
+    boot.mark_valid()?;
+    let outcome = Outcome::Confirmed { version };
+    remember(store, &outcome);
+    Ok(Some(outcome))
+}
+
+fn run(check: &mut dyn HealthCheck, clock: &dyn Clock) -> Result<(), String> {
+    let started = clock.now();
+    loop {
+        match check.poll() {
+            Poll::Ready(result) => return result,
+            Poll::Pending if clock.now().saturating_sub(started) >= check.deadline() => {
+                return Err(format!(
+                    "not healthy within {} s",
+                    check.deadline().as_secs()
+                ));
+            }
+            Poll::Pending => clock.sleep(POLL_EVERY),
+        }
+    }
+}
+
+fn remember(store: &mut dyn Store, outcome: &Outcome) {
+    if let Ok(json) = serde_json::to_vec(outcome) {
+        store.set(OUTCOME_KEY, &json);
+    }
+}
+
+/// The outcome of the last update, once: it is cleared when taken, so it is reported
+/// exactly once after the device is connected again.
+pub fn take_outcome(store: &mut dyn Store) -> Option<Outcome> {
+    let stored = store.get(OUTCOME_KEY)?;
+    store.set(OUTCOME_KEY, b"");
+    serde_json::from_slice(&stored).ok()
+}
