@@ -8,5 +8,5 @@ esp_idf_svc::sys::esp_app_desc!();
 pub fn main() {
     esp_idf_svc::sys::link_patches();
     esp_idf_svc::log::EspLogger::initialize_default();
-    log::info!("wordclock {} starting", crate::VERSION);
+    log::info!("wordclock {} starting", wordclock::VERSION);
 }

@@ -120,6 +120,18 @@ impl ImageReader {
 
     /// Checks the next bytes of the image. After an error every later call returns it again.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), ImageError> {
+        let consumed = self.feed_partial(data)?;
+        if consumed < data.len() {
+            let failure = self.error(ImageErrorKind::TrailingData);
+            self.failure = Some(failure.clone());
+            return Err(failure);
+        }
+        Ok(())
+    }
+
+    /// Like [`ImageReader::feed`], but stops where the image ends and says how many bytes
+    /// of `data` it took: for reading an image out of a slot, whose length nobody states.
+    pub fn feed_partial(&mut self, data: &[u8]) -> Result<usize, ImageError> {
         if let Some(failure) = &self.failure {
             return Err(failure.clone());
         }
@@ -128,6 +140,11 @@ impl ImageReader {
             self.failure = Some(failure.clone());
         }
         result
+    }
+
+    /// Whether every part of the image has arrived and checked out.
+    pub fn is_complete(&self) -> bool {
+        self.stage == Stage::End && self.failure.is_none()
     }
 
     /// Ends the image: succeeds only if every part arrived and checked out.
@@ -170,7 +187,9 @@ impl ImageReader {
         })
     }
 
-    fn feed_chunk(&mut self, mut data: &[u8]) -> Result<(), ImageError> {
+    /// Checks `data` up to the end of the image; returns how much of it was taken.
+    fn feed_chunk(&mut self, mut data: &[u8]) -> Result<usize, ImageError> {
+        let len = data.len();
         if let Some(declared) = self.declared_len
             && self.offset.saturating_add(data.len() as u64) > declared
         {
@@ -243,10 +262,10 @@ impl ImageReader {
                         self.stage = Stage::End;
                     }
                 }
-                Stage::End => return Err(self.error(ImageErrorKind::TrailingData)),
+                Stage::End => return Ok(len - data.len()),
             }
         }
-        Ok(())
+        Ok(len)
     }
 
     /// Consumes up to `max` bytes of `data`, hashing them and advancing the offset.

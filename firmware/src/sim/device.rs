@@ -1,0 +1,264 @@
+//! The simulated device: a flash laid out by the partition table, a boot step that picks
+//! the slot as ESP-IDF's bootloader does, and the engine's slot ports over that flash.
+
+use ota_core::engine::health::BootSlot;
+use ota_core::engine::{SlotError, Slots};
+use ota_core::image::{ImageInfo, ImageReader};
+use ota_core::otadata::{BootTarget, ENTRY_SIZE, OtaState, Otadata, SECTOR_SIZE, Slot};
+use ota_core::{Chip, Version};
+
+use super::flash::{Flash, PowerCut};
+use super::layout::{Extent, Layout, TABLE_OFFSET};
+
+/// Why the device did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootError {
+    #[error("no partition holds a bootable image")]
+    NothingBootable,
+    #[error("otadata: {0}")]
+    Otadata(String),
+    #[error(transparent)]
+    PowerCut(#[from] PowerCut),
+}
+
+/// What runs after a boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booted {
+    pub target: BootTarget,
+    pub version: Version,
+    pub secure_version: u32,
+    pub chip: Chip,
+}
+
+/// A device: its flash (which survives restarts) and the layout it was built with.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub flash: Flash,
+    pub layout: Layout,
+}
+
+impl Device {
+    /// A freshly flashed device: table at 0x8000, blank otadata, and the given images in
+    /// the factory partition and/or ota_0.
+    pub fn provision(
+        layout: Layout,
+        factory: Option<&[u8]>,
+        ota_0: Option<&[u8]>,
+    ) -> Result<Device, String> {
+        let mut flash = Flash::new(layout.flash_size);
+        let power = |e: PowerCut| e.to_string();
+        flash.write(TABLE_OFFSET, &layout.table).map_err(power)?;
+        for (image, extent) in [
+            (factory, layout.factory),
+            (ota_0, layout.slots.first().copied()),
+        ] {
+            if let Some(image) = image {
+                let extent = extent.ok_or("no partition for that image")?;
+                if image.len() > extent.size {
+                    return Err(format!(
+                        "a {} byte image does not fit {:#x} bytes",
+                        image.len(),
+                        extent.size
+                    ));
+                }
+                flash.write(extent.offset, image).map_err(power)?;
+            }
+        }
+        Ok(Device { flash, layout })
+    }
+
+    fn otadata(&self) -> Otadata {
+        let bytes = self
+            .flash
+            .read(self.layout.otadata.offset, self.layout.otadata.size);
+        Otadata::from_bytes(bytes).unwrap_or_else(|_| Otadata::blank())
+    }
+
+    /// Writes the sectors of `new` that differ from what the flash holds, one sector at
+    /// a time as ESP-IDF does: erase, then program the entry.
+    fn store_otadata(&mut self, new: &Otadata) -> Result<(), PowerCut> {
+        let old = self.otadata().to_bytes();
+        let new = new.to_bytes();
+        for sector in 0..2 {
+            let range = sector * SECTOR_SIZE..(sector + 1) * SECTOR_SIZE;
+            if old[range.clone()] != new[range.clone()] {
+                let at = self.layout.otadata.offset + range.start;
+                self.flash.erase(at, SECTOR_SIZE)?;
+                self.flash
+                    .write(at, &new[range.start..range.start + ENTRY_SIZE])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_factory(&self) -> bool {
+        self.layout.factory.is_some()
+    }
+
+    fn extent(&self, target: BootTarget) -> Option<Extent> {
+        match target {
+            BootTarget::Factory => self.layout.factory,
+            BootTarget::Ota(slot) => self.layout.slots.get(usize::from(slot.0)).copied(),
+        }
+    }
+
+    /// The image in a partition, if it is a whole, well-formed app image.
+    pub fn image_in(&self, target: BootTarget) -> Option<ImageInfo> {
+        let extent = self.extent(target)?;
+        let mut reader = ImageReader::new();
+        for chunk in self.flash.read(extent.offset, extent.size).chunks(4096) {
+            reader.feed_partial(chunk).ok()?;
+            if reader.is_complete() {
+                return reader.finish().ok();
+            }
+        }
+        None
+    }
+
+    /// Starts the device the way ESP-IDF's bootloader does with rollback enabled: the
+    /// otadata decides (rewriting it when states change), and a partition whose image
+    /// does not verify is skipped for the next one that does.
+    pub fn boot(&mut self) -> Result<Booted, BootError> {
+        let mut otadata = self.otadata();
+        let slot_count = self.layout.slot_count();
+        let boot = otadata
+            .boot(slot_count, self.has_factory())
+            .map_err(|e| BootError::Otadata(e.to_string()))?;
+        if boot.otadata_changed() {
+            self.store_otadata(&otadata)?;
+        }
+        let fallbacks = self.layout.factory.map(|_| BootTarget::Factory).into_iter();
+        let slots = (0..slot_count).map(|i| BootTarget::Ota(Slot(i)));
+        for target in std::iter::once(boot.target).chain(fallbacks).chain(slots) {
+            if let Some(info) = self.image_in(target) {
+                let version = info
+                    .descriptor
+                    .version
+                    .as_str()
+                    .and_then(|v| v.parse().ok());
+                if let Some(version) = version {
+                    return Ok(Booted {
+                        target,
+                        version,
+                        secure_version: info.descriptor.secure_version,
+                        chip: info.header.chip,
+                    });
+                }
+            }
+        }
+        Err(BootError::NothingBootable)
+    }
+
+    /// The engine's view of the slots while `running` runs.
+    pub fn slots(&mut self, running: BootTarget) -> SimSlots<'_> {
+        SimSlots {
+            device: self,
+            running,
+            target: None,
+        }
+    }
+}
+
+/// [`Slots`] and [`BootSlot`] over the simulated flash.
+#[derive(Debug)]
+pub struct SimSlots<'d> {
+    device: &'d mut Device,
+    running: BootTarget,
+    target: Option<(Slot, Extent)>,
+}
+
+fn cut(e: PowerCut) -> SlotError {
+    SlotError(e.to_string())
+}
+
+impl SimSlots<'_> {
+    /// `esp_ota_get_next_update_partition`: the OTA slot after the running one.
+    fn next_slot(&self) -> Result<Slot, SlotError> {
+        let count = self.device.layout.slot_count();
+        if count == 0 {
+            return Err(SlotError("no OTA slots".to_owned()));
+        }
+        Ok(match self.running {
+            BootTarget::Factory => Slot(0),
+            BootTarget::Ota(slot) => Slot((slot.0 + 1) % count),
+        })
+    }
+}
+
+impl Slots for SimSlots<'_> {
+    fn begin(&mut self, size: u64) -> Result<(), SlotError> {
+        let slot = self.next_slot()?;
+        let extent = self.device.layout.slot(slot);
+        if size > extent.size as u64 {
+            return Err(SlotError(format!(
+                "{size} bytes do not fit {slot} ({:#x} bytes)",
+                extent.size
+            )));
+        }
+        // esp_ota_begin forgets a slot that otadata may still point at as a fallback.
+        let mut otadata = self.device.otadata();
+        if otadata
+            .invalidate_inactive(self.running, self.device.layout.slot_count())
+            .is_some()
+        {
+            self.device.store_otadata(&otadata).map_err(cut)?;
+        }
+        let erase = (size as usize).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        self.device.flash.erase(extent.offset, erase).map_err(cut)?;
+        self.target = Some((slot, extent));
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SlotError> {
+        let (_, extent) = self
+            .target
+            .ok_or_else(|| SlotError("write before begin".to_owned()))?;
+        if offset as usize + data.len() > extent.size {
+            return Err(SlotError("write past the end of the slot".to_owned()));
+        }
+        self.device
+            .flash
+            .write(extent.offset + offset as usize, data)
+            .map_err(cut)
+    }
+
+    fn abort(&mut self) {
+        self.target = None;
+    }
+
+    fn set_boot(&mut self) -> Result<(), SlotError> {
+        let (slot, _) = self
+            .target
+            .ok_or_else(|| SlotError("set_boot before begin".to_owned()))?;
+        let mut otadata = self.device.otadata();
+        otadata
+            .set_boot(slot, self.device.layout.slot_count())
+            .map_err(|e| SlotError(e.to_string()))?;
+        self.device.store_otadata(&otadata).map_err(cut)
+    }
+}
+
+impl BootSlot for SimSlots<'_> {
+    fn pending_verify(&self) -> bool {
+        let otadata = self.device.otadata();
+        otadata.running_state(self.running, self.device.layout.slot_count())
+            == Some(OtaState::PendingVerify)
+    }
+
+    fn mark_valid(&mut self) -> Result<(), SlotError> {
+        let mut otadata = self.device.otadata();
+        otadata
+            .mark_valid(self.device.layout.slot_count())
+            .map_err(|e| SlotError(e.to_string()))?;
+        self.device.store_otadata(&otadata).map_err(cut)
+    }
+
+    fn mark_invalid_and_reboot(&mut self) -> Result<(), SlotError> {
+        let mut otadata = self.device.otadata();
+        let has_factory = self.device.has_factory();
+        otadata
+            .mark_invalid(self.device.layout.slot_count(), has_factory)
+            .map_err(|e| SlotError(e.to_string()))?;
+        self.device.store_otadata(&otadata).map_err(cut)
+    }
+}
