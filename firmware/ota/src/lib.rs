@@ -13,6 +13,7 @@ pub mod hash;
 pub mod hex;
 pub mod image;
 pub mod manifest;
+pub mod mqtt;
 pub mod otadata;
 pub mod policy;
 pub mod version;
