@@ -3,33 +3,17 @@
 //! the new one only once the update completed.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
 
+mod common;
+
 use std::collections::HashMap;
 
-use ota_core::engine::health::{self, BootSlot as _};
-use ota_core::engine::{
-    Config, ContentRange, Control, Engine, Http, HttpError, Response, Source, Sources, Store,
-    Timeouts,
-};
-use ota_core::manifest::{FORMAT, SecretKey};
+use common::{Release, V2_FILE, fresh_device, live};
+use ota_core::Sha256;
+use ota_core::engine::{ContentRange, Http, HttpError, Response, Sources, Timeouts};
 use ota_core::otadata::{BootTarget, Slot};
-use ota_core::policy::Running;
-use ota_core::{Manifest, Sha256};
-use testkit::FirmwareElf;
 use wordclock::sim::device::{Booted, Device};
-use wordclock::sim::layout::Layout;
 
 const BASE: &str = "http://ota.local/";
-
-fn image(version: &str) -> Vec<u8> {
-    let elf = FirmwareElf::new(version).payload_len(8 * 1024).build();
-    let flash = "8MB".parse().unwrap();
-    clockrel::elf::app_image(&elf, ota_core::Chip::Esp32S3, flash, version).unwrap()
-}
-
-fn layout() -> Layout {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../partitions/partitions.csv");
-    Layout::from_csv(&std::fs::read_to_string(path).unwrap(), 8 << 20).unwrap()
-}
 
 /// Serves fixed files; enough for the engine, since the network is not the point here.
 struct Files(HashMap<String, Vec<u8>>);
@@ -70,112 +54,35 @@ impl Http for Files {
     }
 }
 
-#[derive(Default)]
-struct MemoryStore(HashMap<String, Vec<u8>>);
-
-impl Store for MemoryStore {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
-    }
-
-    fn set(&mut self, key: &str, value: &[u8]) {
-        self.0.insert(key.into(), value.to_vec());
-    }
-}
-
-/// Health checks here pass at once: time never needs to pass.
-struct NoClock;
-
-impl health::Clock for NoClock {
-    fn now(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
-    }
-
-    fn sleep(&self, _: std::time::Duration) {}
-}
-
+/// The release, and a peer that serves it.
 struct World {
-    key: SecretKey,
-    v2: Vec<u8>,
+    release: Release,
     files: Files,
 }
 
 impl World {
     fn new() -> World {
-        let key = SecretKey::from_seed([9; 32]);
-        let v2 = image("2.0.0");
-        let mut manifest = Manifest {
-            format: Some(FORMAT),
-            version: "2.0.0".parse().unwrap(),
-            build_date: None,
-            sha256: Sha256::of(&v2),
-            firmware_size: v2.len() as u64,
-            firmware_url: None,
-            commit_hash: None,
-            title: None,
-            description: None,
-            release_date: None,
-            esp_idf_version: None,
-            requires_restart: Some(true),
-            chip: Some(ota_core::Chip::Esp32S3),
-            secure_version: Some(0),
-            file: Some("wordclock-v2.0.0.bin".into()),
-            signature: None,
-            extra: Default::default(),
-        };
-        manifest.sign(&key);
+        let release = Release::v2();
         let files = Files(HashMap::from([
-            (format!("{BASE}version.json"), manifest.to_json()),
-            (format!("{BASE}wordclock-v2.0.0.bin"), v2.clone()),
+            (format!("{BASE}version.json"), release.manifest.to_json()),
+            (format!("{BASE}{V2_FILE}"), release.image.clone()),
         ]));
-        World { key, v2, files }
+        World { release, files }
     }
 
-    fn engine(&self, running: &Booted) -> Engine {
-        Engine::new(Config {
-            sources: Sources {
-                github: BASE.into(),
-                r2: BASE.into(),
-            },
-            trusted: vec![self.key.public()],
-            running: Running {
-                version: running.version.clone(),
-                secure_version: running.secure_version,
-                chip: running.chip,
-            },
-            timeouts: Timeouts::default(),
-        })
-    }
-
-    /// The device's life from power-on: boot; if the running image is on probation, pass
-    /// its health checks; if it runs 1.0.0, update. Stops at the first power cut.
     fn live(&mut self, device: &mut Device) -> Result<Booted, String> {
-        let booted = device.boot().map_err(|e| e.to_string())?;
-        let mut slots = device.slots(booted.target);
-        if slots.pending_verify() {
-            let mut store = MemoryStore::default();
-            health::after_boot(&booted.version, &mut slots, &mut [], &NoClock, &mut store)
-                .map_err(|e| e.0)?;
-        }
-        if booted.version.to_string() == "1.0.0" {
-            let engine = self.engine(&booted);
-            let control = Control::default();
-            engine
-                .update(
-                    &mut self.files,
-                    &mut slots,
-                    Source::Github,
-                    &control,
-                    &mut |_: u64, _: u64| {},
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(booted)
+        let sources = Sources {
+            github: BASE.into(),
+            r2: BASE.into(),
+        };
+        live(
+            device,
+            &self.release,
+            &mut self.files,
+            &sources,
+            Timeouts::default(),
+        )
     }
-}
-
-fn fresh_device() -> Device {
-    Device::provision(layout(), Some(&image("1.0.0")), None).unwrap()
 }
 
 #[test]
@@ -195,7 +102,7 @@ fn an_uninterrupted_update_boots_the_new_image_and_keeps_it() {
         "marked valid: it stays"
     );
     let info = device.image_in(third.target).unwrap();
-    assert_eq!(info.sha256, Sha256::of(&world.v2));
+    assert_eq!(info.sha256, Sha256::of(&world.release.image));
 }
 
 #[test]
@@ -235,7 +142,7 @@ fn a_power_cut_at_any_of_many_offsets_always_boots_a_valid_image() {
                 .unwrap_or_else(|e| panic!("after a cut at {cut}: {e}"));
             let info = device.image_in(booted.target).unwrap();
             let version = booted.version.to_string();
-            let whole_v2 = info.sha256 == Sha256::of(&world.v2);
+            let whole_v2 = info.sha256 == Sha256::of(&world.release.image);
             assert!(version == "1.0.0" || whole_v2, "cut at {cut}: {version}");
             seen.insert(version);
         }

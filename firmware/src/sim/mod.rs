@@ -3,4 +3,5 @@
 
 pub mod device;
 pub mod flash;
+pub mod http;
 pub mod layout;

@@ -14,12 +14,14 @@
 
 pub mod elf;
 mod fault;
+pub mod files;
 pub mod git;
 pub mod github;
 pub mod s3;
 mod serve;
 
 pub use elf::FirmwareElf;
+pub use files::FileServer;
 pub use git::GitServer;
 pub use github::GithubApi;
 pub use s3::S3Server;

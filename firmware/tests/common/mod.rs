@@ -1,0 +1,145 @@
+//! What the simulated device's tests share: images, a signed release, the layout, and the
+//! ports that are not under test.
+#![allow(dead_code)] // each test binary uses its own subset
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ota_core::engine::health::{self, BootSlot as _};
+use ota_core::engine::{
+    Config, Control, Engine, Http, Source, Sources, Store, Timeouts, UpdateError,
+};
+use ota_core::manifest::{FORMAT, SecretKey};
+use ota_core::policy::Running;
+use ota_core::{Chip, Manifest, Sha256};
+use testkit::FirmwareElf;
+use wordclock::sim::device::{Booted, Device};
+use wordclock::sim::layout::Layout;
+
+pub const V2_FILE: &str = "wordclock-v2.0.0.bin";
+
+/// An app image of `version`, made as a release makes it.
+pub fn image(version: &str) -> Vec<u8> {
+    let elf = FirmwareElf::new(version).payload_len(8 * 1024).build();
+    let flash = "8MB".parse().unwrap();
+    clockrel::elf::app_image(&elf, Chip::Esp32S3, flash, version).unwrap()
+}
+
+pub fn layout() -> Layout {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../partitions/partitions.csv");
+    Layout::from_csv(&std::fs::read_to_string(path).unwrap(), 8 << 20).unwrap()
+}
+
+/// A device as shipped: 1.0.0 in the factory partition.
+pub fn fresh_device() -> Device {
+    Device::provision(layout(), Some(&image("1.0.0")), None).unwrap()
+}
+
+/// Release 2.0.0: its image and its signed manifest.
+pub struct Release {
+    pub key: SecretKey,
+    pub image: Vec<u8>,
+    pub manifest: Manifest,
+}
+
+impl Release {
+    pub fn v2() -> Release {
+        let key = SecretKey::from_seed([9; 32]);
+        let image = image("2.0.0");
+        let mut manifest = Manifest {
+            format: Some(FORMAT),
+            version: "2.0.0".parse().unwrap(),
+            build_date: None,
+            sha256: Sha256::of(&image),
+            firmware_size: image.len() as u64,
+            firmware_url: None,
+            commit_hash: None,
+            title: None,
+            description: None,
+            release_date: None,
+            esp_idf_version: None,
+            requires_restart: Some(true),
+            chip: Some(Chip::Esp32S3),
+            secure_version: Some(0),
+            file: Some(V2_FILE.into()),
+            signature: None,
+            extra: Default::default(),
+        };
+        manifest.sign(&key);
+        Release {
+            key,
+            image,
+            manifest,
+        }
+    }
+
+    pub fn engine(&self, running: &Booted, sources: Sources, timeouts: Timeouts) -> Engine {
+        Engine::new(Config {
+            sources,
+            trusted: vec![self.key.public()],
+            running: Running {
+                version: running.version.clone(),
+                secure_version: running.secure_version,
+                chip: running.chip,
+            },
+            timeouts,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore(HashMap<String, Vec<u8>>);
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key).cloned()
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) {
+        self.0.insert(key.into(), value.to_vec());
+    }
+}
+
+/// Health checks here pass at once: time never needs to pass.
+pub struct NoClock;
+
+impl health::Clock for NoClock {
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn sleep(&self, _: Duration) {}
+}
+
+/// The device's life from power-on: boot; if the running image is on probation, pass
+/// its health checks; if it runs 1.0.0, update from `sources` over `http`.
+pub fn live(
+    device: &mut Device,
+    release: &Release,
+    http: &mut dyn Http,
+    sources: &Sources,
+    timeouts: Timeouts,
+) -> Result<Booted, String> {
+    let booted = device.boot().map_err(|e| e.to_string())?;
+    let mut slots = device.slots(booted.target);
+    if slots.pending_verify() {
+        let mut store = MemoryStore::default();
+        health::after_boot(&booted.version, &mut slots, &mut [], &NoClock, &mut store)
+            .map_err(|e| e.0)?;
+    }
+    if booted.version.to_string() == "1.0.0" {
+        let engine = release.engine(&booted, sources.clone(), timeouts);
+        let control = Control::default();
+        engine
+            .update(
+                http,
+                &mut slots,
+                Source::Github,
+                &control,
+                &mut |_: u64, _: u64| {},
+            )
+            .map_err(|e: UpdateError| e.to_string())?;
+    }
+    Ok(booted)
+}

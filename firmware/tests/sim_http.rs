@@ -1,0 +1,112 @@
+//! The simulated device updating over real HTTP from two local sources: failover when
+//! the primary refuses connections, breaks mid-download, or accepts and never answers.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Release, V2_FILE, fresh_device, live};
+use ota_core::engine::{Sources, Timeouts};
+use ota_core::otadata::{BootTarget, Slot};
+use testkit::FileServer;
+use wordclock::sim::device::Device;
+use wordclock::sim::http::RealHttp;
+
+fn serving(release: &Release) -> FileServer {
+    FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ])
+}
+
+/// A base URL on a port nothing listens on: connections are refused.
+fn dead_base() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// Boots, updates, reboots into 2.0.0 and confirms it.
+fn update_to_v2(device: &mut Device, release: &Release, sources: &Sources, timeouts: Timeouts) {
+    let mut http = RealHttp::new().unwrap();
+    let first = live(device, release, &mut http, sources, timeouts).unwrap();
+    assert_eq!(first.version.to_string(), "1.0.0");
+    let second = live(device, release, &mut http, sources, timeouts).unwrap();
+    assert_eq!(
+        (second.target, second.version.to_string()),
+        (BootTarget::Ota(Slot(0)), "2.0.0".to_owned())
+    );
+    let third = device.boot().unwrap();
+    assert_eq!(
+        third.target,
+        BootTarget::Ota(Slot(0)),
+        "confirmed: it stays"
+    );
+}
+
+#[test]
+fn an_update_from_v1_to_v2_with_the_primary_down() {
+    let release = Release::v2();
+    let r2 = serving(&release);
+    let sources = Sources {
+        github: dead_base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    let paths: Vec<String> = r2.requests().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths, ["/version.json", format!("/{V2_FILE}").as_str()]);
+}
+
+#[test]
+fn a_primary_that_breaks_mid_download_is_resumed_on_the_other_at_the_same_offset() {
+    let release = Release::v2();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    github.break_after(V2_FILE, 30_000);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    let resumed = r2.requests();
+    assert_eq!(
+        resumed.len(),
+        1,
+        "only the image, from where GitHub stopped: {resumed:?}"
+    );
+    let (path, from) = &resumed[0];
+    assert_eq!(path, &format!("/{V2_FILE}"));
+    assert!(
+        from.is_some_and(|f| f > 0 && f <= 30_000),
+        "resumed at {from:?}"
+    );
+}
+
+#[test]
+fn a_primary_that_accepts_and_never_answers_fails_over_after_the_read_timeout() {
+    let release = Release::v2();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    github.stall();
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_millis(500),
+        read: Duration::from_millis(500),
+    };
+    let mut device = fresh_device();
+    let started = Instant::now();
+    update_to_v2(&mut device, &release, &sources, timeouts);
+    assert_eq!(github.requests().len(), 1, "one try at the silent primary");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed over in {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,183 @@
+//! A plain HTTP file server standing in for an OTA source as a device sees it: GET with
+//! `Range`, and the ways sources fail a device (a connection that breaks mid-body, a
+//! server that accepts and then never answers).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+
+use crate::serve::{Serving, lock};
+
+/// A body that sends its bytes and then, if told to, breaks the connection: it declares
+/// more than it sends, so the client sees a body cut short.
+#[derive(Debug)]
+struct Sent {
+    data: Option<Bytes>,
+    breaks: bool,
+    /// A pause before the break, so the bytes before it reach the client first.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for Sent {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if !self.breaks {
+            return Poll::Ready(None);
+        }
+        let pause = self.pause.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)))
+        });
+        match pause.as_mut().poll(context) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                self.breaks = false;
+                Poll::Ready(Some(Err(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                ))))
+            }
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Sent> {
+    let mut response = Response::new(Sent {
+        data: Some(Bytes::from_static(text.as_bytes())),
+        breaks: false,
+        pause: None,
+    });
+    *response.status_mut() = status;
+    response
+}
+
+#[derive(Debug, Default)]
+struct Files {
+    files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Per path: answer only this many body bytes once, then break the connection.
+    cut: Mutex<HashMap<String, usize>>,
+    stalled: AtomicBool,
+    /// Every request: path and the Range start it asked for.
+    log: Mutex<Vec<(String, Option<u64>)>>,
+}
+
+/// Files served at `{url}/{name}`.
+#[derive(Debug)]
+pub struct FileServer {
+    files: Arc<Files>,
+    serving: Serving,
+}
+
+impl FileServer {
+    pub fn start(files: &[(&str, &[u8])]) -> FileServer {
+        let state = Arc::new(Files::default());
+        for (name, bytes) in files {
+            lock(&state.files).insert(format!("/{name}"), bytes.to_vec());
+        }
+        let served = Arc::clone(&state);
+        let serving = Serving::start(service_fn(move |request| {
+            serve(Arc::clone(&served), request)
+        }));
+        FileServer {
+            files: state,
+            serving,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/`: the base a device appends file names to.
+    pub fn base(&self) -> String {
+        format!("{}/", self.serving.url())
+    }
+
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        lock(&self.files.files).insert(format!("/{name}"), bytes.to_vec());
+    }
+
+    /// The next answer for `name` breaks the connection after `bytes` bytes of its body.
+    pub fn break_after(&self, name: &str, bytes: usize) {
+        lock(&self.files.cut).insert(format!("/{name}"), bytes);
+    }
+
+    /// From now on, requests are accepted and never answered, like a peer whose packets
+    /// are dropped after the connection is made.
+    pub fn stall(&self) {
+        self.files.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Every request so far: path and the `Range` start, if any.
+    pub fn requests(&self) -> Vec<(String, Option<u64>)> {
+        lock(&self.files.log).clone()
+    }
+}
+
+async fn serve(
+    files: Arc<Files>,
+    request: Request<Incoming>,
+) -> Result<Response<Sent>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let from = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<u64>().ok());
+    lock(&files.log).push((path.clone(), from));
+    if files.stalled.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    let Some(body) = lock(&files.files).get(&path).cloned() else {
+        return Ok(plain(StatusCode::NOT_FOUND, "Not Found"));
+    };
+    let total = body.len();
+    let start = from.map_or(0, |f| f as usize);
+    if start > total {
+        return Ok(plain(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "Range Not Satisfiable",
+        ));
+    }
+    let cut = lock(&files.cut).remove(&path);
+    let sent = match cut {
+        Some(bytes) => body[start..(start + bytes).min(total)].to_vec(),
+        None => body[start..].to_vec(),
+    };
+    let mut response = Response::new(Sent {
+        data: Some(Bytes::from(sent)),
+        breaks: cut.is_some(),
+        pause: None,
+    });
+    if from.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total - start));
+    if from.is_some() {
+        let range = format!("bytes {start}-{}/{total}", total.saturating_sub(1));
+        if let Ok(value) = HeaderValue::from_str(&range) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
