@@ -1,0 +1,107 @@
+//! Failover time, measured in one run on local sources and reported as a ratio: how long
+//! the engine takes to get a trusted manifest when the primary source is dead, against
+//! the existing fleet's way (a 10 s timeout, one retry of the same source, then the other).
+//!
+//! Two kinds of dead primary: one that refuses connections, and one that accepts them and
+//! then never answers, as a host behind a firewall that drops packets does.
+//!
+//! `cargo bench -p wordclock --bench failover`.
+#![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed, and says where
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Release, V2_FILE};
+use ota_core::engine::{Engine, Http, Source, Sources, Timeouts};
+use testkit::FileServer;
+use wordclock::sim::device::Booted;
+use wordclock::sim::http::RealHttp;
+
+/// The existing fleet's HTTP timeout.
+const FLEET_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() {
+    let release = Release::v2();
+    let r2 = FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ]);
+    let silent = FileServer::start(&[]);
+    silent.stall();
+    let refusing = refused_base();
+
+    println!("failover to the second source for the manifest, primary dead");
+    for (kind, primary) in [
+        ("refusing connections", refusing),
+        ("accepting, never answering", silent.base()),
+    ] {
+        let sources = Sources {
+            github: primary.clone(),
+            r2: r2.base(),
+        };
+        let ours = time_check(&release, &sources, Timeouts::default());
+        let fleet_timeouts = Timeouts {
+            connect: FLEET_TIMEOUT,
+            read: FLEET_TIMEOUT,
+        };
+        // The fleet tries the primary, retries it once, then the other source.
+        let retry = time_attempt(&format!("{primary}version.json"), fleet_timeouts);
+        let fleet = time_check(&release, &sources, fleet_timeouts) + retry;
+        println!("  primary {kind}");
+        println!(
+            "    clockrel engine (3 s connect, 5 s read)   {:>8.3} s",
+            ours.as_secs_f64()
+        );
+        println!(
+            "    existing fleet (10 s timeout, one retry)  {:>8.3} s",
+            fleet.as_secs_f64()
+        );
+        println!(
+            "    engine / fleet                            {:>8.3}",
+            ours.as_secs_f64() / fleet.as_secs_f64()
+        );
+    }
+}
+
+fn refused_base() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// The time from asking the primary to holding a trusted manifest from either source.
+fn time_check(release: &Release, sources: &Sources, timeouts: Timeouts) -> Duration {
+    let running = Booted {
+        target: ota_core::otadata::BootTarget::Factory,
+        version: "1.0.0".parse().unwrap(),
+        secure_version: 0,
+        chip: ota_core::Chip::Esp32S3,
+    };
+    let engine: Engine = release.engine(&running, sources.clone(), timeouts);
+    let mut http = RealHttp::new().unwrap();
+    let started = Instant::now();
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        offer.source,
+        Source::R2,
+        "the dead primary cannot have answered"
+    );
+    elapsed
+}
+
+/// The time one failing attempt at `url` takes.
+fn time_attempt(url: &str, timeouts: Timeouts) -> Duration {
+    let mut http = RealHttp::new().unwrap();
+    let started = Instant::now();
+    let answered = http.get(url, None, timeouts).and_then(|mut response| {
+        let mut buf = [0u8; 512];
+        while response.read(&mut buf)? > 0 {}
+        Ok(())
+    });
+    assert!(answered.is_err(), "the dead primary answered");
+    started.elapsed()
+}
