@@ -79,6 +79,7 @@ fn time_check(release: &Release, sources: &Sources, timeouts: Timeouts) -> Durat
         version: "1.0.0".parse().unwrap(),
         secure_version: 0,
         chip: ota_core::Chip::Esp32S3,
+        fell_back: false,
     };
     let engine: Engine = release.engine(&running, sources.clone(), timeouts);
     let mut http = RealHttp::new().unwrap();

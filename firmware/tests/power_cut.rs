@@ -108,19 +108,36 @@ fn an_uninterrupted_update_boots_the_new_image_and_keeps_it() {
 #[test]
 fn a_power_cut_at_any_of_many_offsets_always_boots_a_valid_image() {
     let mut world = World::new();
-    // How many flash bytes a whole life (boot, update, reboot, confirm, reboot) writes.
+    // A whole life (boot, update, reboot, confirm, reboot), recording every flash
+    // operation: the image erase and writes, and each otadata erase and entry write.
     let mut device = fresh_device();
     let start = device.flash.spent();
+    let skip = device.flash.operations().len();
     for _ in 0..3 {
         world.live(&mut device).unwrap();
     }
     let total = device.flash.spent() - start;
     assert!(total > 60_000, "an update writes the image: {total} bytes");
+    let operations: Vec<(u64, u64)> = device.flash.operations()[skip..]
+        .iter()
+        .map(|(at, len)| (at - start, *len))
+        .collect();
+    let otadata_entries = operations.iter().filter(|(_, len)| *len == 32).count();
+    assert_eq!(
+        otadata_entries, 3,
+        "set_boot (NEW), boot (PENDING_VERIFY), mark_valid (VALID)"
+    );
 
-    // Evenly spread cuts, plus every byte of the last otadata writes.
-    let mut cuts: Vec<u64> = (0..60).map(|i| i * total / 60).collect();
-    cuts.extend(total - 4200..total - 4100);
-    cuts.extend(total - 100..total);
+    // Cut inside every operation (first byte, second, middle, last), plus evenly spread
+    // cuts through the image.
+    let mut cuts: Vec<u64> = operations
+        .iter()
+        .flat_map(|(at, len)| [*at, at + 1, at + len / 2, at + len - 1])
+        .collect();
+    cuts.extend((0..40).map(|i| i * total / 40));
+    cuts.sort_unstable();
+    cuts.dedup();
+    assert!(cuts.len() >= 50, "{} cuts", cuts.len());
     let mut seen = std::collections::BTreeSet::new();
     for cut in cuts {
         let mut device = fresh_device();
@@ -140,6 +157,10 @@ fn a_power_cut_at_any_of_many_offsets_always_boots_a_valid_image() {
             let booted = world
                 .live(&mut device)
                 .unwrap_or_else(|e| panic!("after a cut at {cut}: {e}"));
+            assert!(
+                !booted.fell_back,
+                "cut at {cut}: otadata chose a slot without a valid image"
+            );
             let info = device.image_in(booted.target).unwrap();
             let version = booted.version.to_string();
             let whole_v2 = info.sha256 == Sha256::of(&world.release.image);
@@ -154,4 +175,17 @@ fn a_power_cut_at_any_of_many_offsets_always_boots_a_valid_image() {
         2,
         "cuts landed before and after the switch: {seen:?}"
     );
+}
+
+#[test]
+fn no_update_starts_while_the_running_image_is_on_probation() {
+    let mut world = World::new();
+    let mut device = fresh_device();
+    world.live(&mut device).unwrap();
+    // Rebooted into 2.0.0, on probation: a new update must not erase the fallback.
+    let booted = device.boot().unwrap();
+    assert_eq!(booted.version.to_string(), "2.0.0");
+    let mut slots = device.slots(booted.target);
+    let error = ota_core::engine::Slots::begin(&mut slots, 1000).unwrap_err();
+    assert!(error.0.contains("on probation"), "{}", error.0);
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+use ota_core::Sha256;
 use ota_core::engine::{Config, Control, Engine, Failure, Source, Timeouts, UpdateError};
 use ota_core::policy::{Decision, Refusal};
 use support::{
@@ -51,7 +52,11 @@ fn a_healthy_primary_serves_manifest_and_image() {
     assert_eq!(installed.version.to_string(), "2.9.0");
     assert_eq!(installed.sources, [Source::Github]);
     assert_eq!(slots.inactive, IMAGE);
-    assert!(slots.boot_set);
+    assert_eq!(
+        slots.booted_image,
+        Some(Sha256::of(IMAGE)),
+        "the slot was whole when it was set to boot"
+    );
     assert!(
         http.log
             .iter()
@@ -144,8 +149,7 @@ fn a_source_dying_mid_download_continues_on_the_other_at_the_same_offset() {
     let mut slots = FakeSlots::default();
     let installed = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
     assert_eq!(installed.sources, [Source::Github, Source::R2]);
-    assert_eq!(slots.inactive, IMAGE);
-    assert!(slots.boot_set);
+    assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
     assert_eq!(slots.began, 1, "resumed, not restarted");
     assert_eq!(
         http.log.last().unwrap(),
@@ -346,4 +350,63 @@ fn the_source_preference_persists_and_accepts_cloudflare() {
     assert_eq!(Source::preferred(&store), Source::Github);
     assert_eq!(Source::parse("GitHub"), Some(Source::Github));
     assert_eq!(Source::parse("ftp"), None);
+}
+
+#[test]
+fn a_secure_version_other_than_the_manifests_is_refused() {
+    let mut m = support::unsigned_manifest();
+    m.secure_version = Some(3);
+    m.sign(&key());
+    let mut http = FakeHttp::healthy(&m);
+    let mut slots = FakeSlots::default();
+    let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    assert_eq!(
+        error,
+        UpdateError::Verify("the image's secure_version is 2, the manifest says Some(3)".into())
+    );
+    assert!(!slots.boot_set);
+}
+
+#[test]
+fn a_resume_whose_content_range_does_not_continue_is_not_used() {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Serve {
+            body: IMAGE.to_vec(),
+            die_after: Some(25_000),
+            ranges: true,
+        },
+    );
+    // R2 answers the Range with bytes from another place of the file.
+    http.route(
+        Source::R2,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Misranged {
+            body: IMAGE.to_vec(),
+            shift: 4,
+        },
+    );
+    let mut slots = FakeSlots::default();
+    let installed = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
+    assert_eq!(
+        installed.sources,
+        [Source::Github],
+        "the misranged answer was not written"
+    );
+    let failures: Vec<_> = installed
+        .attempts
+        .iter()
+        .map(|a| (a.source, a.failure.clone().map(|f| f.to_string())))
+        .collect();
+    assert!(
+        failures[1]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("does not continue at 25000"),
+        "{failures:?}"
+    );
+    assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
 }

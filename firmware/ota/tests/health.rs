@@ -93,7 +93,7 @@ fn version() -> ota_core::Version {
 }
 
 #[test]
-fn all_checks_passing_keeps_the_image_and_reports_once() {
+fn all_checks_passing_keeps_the_image_and_the_outcome_until_reported() {
     let mut boot = FakeBoot {
         pending: true,
         ..FakeBoot::default()
@@ -119,9 +119,15 @@ fn all_checks_passing_keeps_the_image_and_reports_once() {
         })
     );
     assert!(boot.valid && !boot.invalid);
-    assert_eq!(health::take_outcome(&mut store), outcome);
+    assert_eq!(health::pending_outcome(&store), outcome);
     assert_eq!(
-        health::take_outcome(&mut store),
+        health::pending_outcome(&store),
+        outcome,
+        "kept until reported"
+    );
+    health::clear_outcome(&mut store);
+    assert_eq!(
+        health::pending_outcome(&store),
         None,
         "reported exactly once"
     );
@@ -153,7 +159,7 @@ fn a_failing_check_rolls_back_with_its_reason() {
     assert!(boot.invalid && !boot.valid);
     assert_eq!(never_run.polls, 0);
     // The previous image, booted again, finds the reason.
-    assert_eq!(health::take_outcome(&mut store), Some(expected));
+    assert_eq!(health::pending_outcome(&store), Some(expected));
 }
 
 #[test]
@@ -194,5 +200,5 @@ fn an_image_not_on_probation_is_left_alone() {
     assert_eq!(outcome, None);
     assert_eq!(failing.polls, 0);
     assert!(!boot.valid && !boot.invalid);
-    assert_eq!(health::take_outcome(&mut store), None);
+    assert_eq!(health::pending_outcome(&store), None);
 }

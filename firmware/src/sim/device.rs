@@ -28,6 +28,8 @@ pub struct Booted {
     pub version: Version,
     pub secure_version: u32,
     pub chip: Chip,
+    /// The partition otadata chose held no valid image, and another one was started.
+    pub fell_back: bool,
 }
 
 /// A device: its flash (which survives restarts) and the layout it was built with.
@@ -127,9 +129,7 @@ impl Device {
         if boot.otadata_changed() {
             self.store_otadata(&otadata)?;
         }
-        let fallbacks = self.layout.factory.map(|_| BootTarget::Factory).into_iter();
-        let slots = (0..slot_count).map(|i| BootTarget::Ota(Slot(i)));
-        for target in std::iter::once(boot.target).chain(fallbacks).chain(slots) {
+        for target in self.boot_order(boot.target) {
             if let Some(info) = self.image_in(target) {
                 let version = info
                     .descriptor
@@ -142,11 +142,29 @@ impl Device {
                         version,
                         secure_version: info.descriptor.secure_version,
                         chip: info.header.chip,
+                        fell_back: target != boot.target,
                     });
                 }
             }
         }
         Err(BootError::NothingBootable)
+    }
+
+    /// `bootloader_utility_load_boot_image`'s order: the chosen partition, then down
+    /// through the lower OTA slots to factory, then up through the higher ones.
+    fn boot_order(&self, chosen: BootTarget) -> Vec<BootTarget> {
+        let count = self.layout.slot_count();
+        let factory = self.layout.factory.map(|_| BootTarget::Factory);
+        let (below, above): (Vec<u8>, Vec<u8>) = match chosen {
+            BootTarget::Factory => (Vec::new(), (0..count).collect()),
+            BootTarget::Ota(slot) => ((0..slot.0).rev().collect(), (slot.0 + 1..count).collect()),
+        };
+        let ota = |i: u8| BootTarget::Ota(Slot(i));
+        std::iter::once(chosen)
+            .chain(below.into_iter().map(ota))
+            .chain(factory.filter(|f| *f != chosen))
+            .chain(above.into_iter().map(ota))
+            .collect()
     }
 
     /// The engine's view of the slots while `running` runs.
@@ -187,6 +205,13 @@ impl SimSlots<'_> {
 
 impl Slots for SimSlots<'_> {
     fn begin(&mut self, size: u64) -> Result<(), SlotError> {
+        // esp_ota_begin refuses too (ESP_ERR_OTA_ROLLBACK_INVALID_STATE): an update now
+        // would erase the image a failed health check must fall back to.
+        if self.pending_verify() {
+            return Err(SlotError(
+                "the running image is still on probation: confirm it first".to_owned(),
+            ));
+        }
         let slot = self.next_slot()?;
         let extent = self.device.layout.slot(slot);
         if size > extent.size as u64 {

@@ -17,6 +17,8 @@ pub struct Flash {
     budget: Option<u64>,
     /// Bytes erased or written so far, to place power cuts across a whole operation.
     spent: u64,
+    /// Where each erase or write began and how long it was, in `spent` bytes.
+    operations: Vec<(u64, u64)>,
 }
 
 impl Flash {
@@ -26,14 +28,7 @@ impl Flash {
             bytes: vec![0xFF; size],
             budget: None,
             spent: 0,
-        }
-    }
-
-    pub fn from_bytes(bytes: Vec<u8>) -> Flash {
-        Flash {
-            bytes,
-            budget: None,
-            spent: 0,
+            operations: Vec::new(),
         }
     }
 
@@ -55,6 +50,12 @@ impl Flash {
         self.spent
     }
 
+    /// Every erase and write so far: where it began (in bytes spent) and its length, so
+    /// that a test can cut the power inside each one.
+    pub fn operations(&self) -> &[(u64, u64)] {
+        &self.operations
+    }
+
     /// Whether the cut has happened (or is armed and spent).
     pub fn power_is_cut(&self) -> bool {
         self.budget == Some(0)
@@ -67,6 +68,7 @@ impl Flash {
 
     /// Erases the sectors covering `offset..offset + len` (both sector-aligned).
     pub fn erase(&mut self, offset: usize, len: usize) -> Result<(), PowerCut> {
+        self.operations.push((self.spent, len as u64));
         debug_assert!(
             offset.is_multiple_of(SECTOR) && len.is_multiple_of(SECTOR),
             "erase is per sector"
@@ -81,6 +83,7 @@ impl Flash {
 
     /// Programs `data` at `offset`: each bit can only go from 1 to 0, as on NOR flash.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), PowerCut> {
+        self.operations.push((self.spent, data.len() as u64));
         for (byte, new) in self.bytes[offset..offset + data.len()].iter_mut().zip(data) {
             spend(&mut self.budget)?;
             self.spent += 1;

@@ -110,10 +110,13 @@ fn remember(store: &mut dyn Store, outcome: &Outcome) {
     }
 }
 
-/// The outcome of the last update, once: it is cleared when taken, so it is reported
-/// exactly once after the device is connected again.
-pub fn take_outcome(store: &mut dyn Store) -> Option<Outcome> {
-    let stored = store.get(OUTCOME_KEY)?;
+/// The outcome of the last update, kept until [`clear_outcome`]: report it once the
+/// device is connected, then clear it, so a failed publish does not lose it.
+pub fn pending_outcome(store: &dyn Store) -> Option<Outcome> {
+    serde_json::from_slice(&store.get(OUTCOME_KEY)?).ok()
+}
+
+/// The outcome was reported: forget it.
+pub fn clear_outcome(store: &mut dyn Store) {
     store.set(OUTCOME_KEY, b"");
-    serde_json::from_slice(&stored).ok()
 }

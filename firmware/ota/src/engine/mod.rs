@@ -99,6 +99,8 @@ pub enum Failure {
     Status(u16),
     /// The answer was not a manifest, or not one signed by a trusted key.
     Invalid(String),
+    /// A 206 whose Content-Range does not continue the download where it stopped.
+    BadRange(String),
 }
 
 impl From<HttpError> for Failure {
@@ -119,6 +121,7 @@ impl core::fmt::Display for Failure {
             Failure::Io(why) => write!(f, "connection broke ({why})"),
             Failure::Status(status) => write!(f, "HTTP {status}"),
             Failure::Invalid(why) => write!(f, "invalid manifest: {why}"),
+            Failure::BadRange(why) => f.write_str(why),
         }
     }
 }
@@ -345,6 +348,11 @@ impl Engine {
         let mut download = Download::new(&self.config, offer);
         let result = download.run(http, slots, control, progress);
         match result {
+            // A cancel that came with the last chunk still stops the switch.
+            Ok(()) if control.cancel.load(Ordering::SeqCst) => {
+                slots.abort();
+                Err(UpdateError::Cancelled)
+            }
             Ok(()) => {
                 slots.set_boot().map_err(UpdateError::Flash)?;
                 Ok(Installed {
@@ -460,7 +468,7 @@ impl<'a> Download<'a> {
                 let matches = range
                     .is_some_and(|r| r.start == offset && r.total.is_none_or(|t| t == self.size));
                 if !matches {
-                    return Ok(Stream::Broken(Failure::Invalid(format!(
+                    return Ok(Stream::Broken(Failure::BadRange(format!(
                         "Content-Range {range:?} does not continue at {offset}"
                     ))));
                 }
@@ -478,6 +486,8 @@ impl<'a> Download<'a> {
             let n = match response.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
+                // A connection that breaks after the last byte delivered everything.
+                Err(_) if self.offset == self.size => break,
                 Err(e) => return Ok(Stream::Broken(e.into())),
             };
             let chunk = &buf[..n];

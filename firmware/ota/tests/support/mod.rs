@@ -84,6 +84,11 @@ pub enum Behaviour {
         die_after: Option<usize>,
         ranges: bool,
     },
+    /// Answers a Range with a 206 whose Content-Range starts `shift` bytes off.
+    Misranged {
+        body: Vec<u8>,
+        shift: u64,
+    },
 }
 
 impl Behaviour {
@@ -187,6 +192,21 @@ impl Http for FakeHttp {
                     _ => Ok(Box::new(FakeResponse::new(200, body, die_after, None))),
                 }
             }
+            Behaviour::Misranged { body, shift } => {
+                let start = from.unwrap_or(0) + shift;
+                let total = body.len() as u64;
+                let range = ContentRange {
+                    start,
+                    end: total - 1,
+                    total: Some(total),
+                };
+                Ok(Box::new(FakeResponse::new(
+                    206,
+                    body[start as usize..].to_vec(),
+                    None,
+                    Some(range),
+                )))
+            }
         }
     }
 }
@@ -253,6 +273,8 @@ pub struct FakeSlots {
     pub began: usize,
     pub aborted: usize,
     pub boot_set: bool,
+    /// SHA-256 of what the slot held when `set_boot` was called.
+    pub booted_image: Option<Sha256>,
     /// The most bytes the inactive slot ever held.
     pub high_water: usize,
 }
@@ -282,6 +304,7 @@ impl Slots for FakeSlots {
 
     fn set_boot(&mut self) -> Result<(), SlotError> {
         self.boot_set = true;
+        self.booted_image = Some(Sha256::of(&self.inactive));
         Ok(())
     }
 }
