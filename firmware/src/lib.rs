@@ -9,5 +9,6 @@
 /// Cargo.toml, which `clockrel release` bumps, so the image and the manifest agree.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod app;
 #[cfg(not(target_os = "espidf"))]
 pub mod sim;

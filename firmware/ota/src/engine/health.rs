@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ports::{SlotError, Store};
 
 /// Where the outcome waits to be reported, across the reboot.
-const OUTCOME_KEY: &str = "ota_outcome";
+pub const OUTCOME_KEY: &str = "ota_outcome";
 /// How often a pending check is asked again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 

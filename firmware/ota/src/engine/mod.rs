@@ -229,6 +229,11 @@ impl Control {
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
+
+    /// Whether a cancel was asked for the running update.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 /// Holds [`Control`] busy until dropped.

@@ -1,0 +1,316 @@
+//! The update feature driven by MQTT messages: what is published, and that only an
+//! explicit cancel stops a running update.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use ota_core::engine::health::{self, Outcome};
+use ota_core::engine::{Control, Installed, Offer, Source, Store, UpdateError};
+use ota_core::manifest::FORMAT;
+use ota_core::mqtt::{Device, Topics};
+use ota_core::policy::Decision;
+use ota_core::{Chip, Manifest, Sha256};
+use wordclock::app::{App, Publisher, Updater};
+
+/// Every message published, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, String, bool)>>);
+
+impl Publisher for Recorder {
+    fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
+        let text = String::from_utf8_lossy(payload).into_owned();
+        self.0
+            .lock()
+            .unwrap()
+            .push((topic.to_owned(), text, retain));
+    }
+}
+
+impl Recorder {
+    fn on(&self, topic: &str) -> Vec<String> {
+        let all = self.0.lock().unwrap();
+        all.iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, _)| p.clone())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct MemoryStore(HashMap<String, Vec<u8>>);
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key).cloned()
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) {
+        self.0.insert(key.into(), value.to_vec());
+    }
+}
+
+/// An update that advances one tenth each time the test says so.
+struct Stepped {
+    decision: Decision,
+    ticks: Mutex<Receiver<()>>,
+    checks: AtomicUsize,
+    installs: AtomicUsize,
+    reboots: AtomicUsize,
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        format: Some(FORMAT),
+        version: "2.0.0".parse().unwrap(),
+        build_date: None,
+        sha256: Sha256::of(b""),
+        firmware_size: 1000,
+        firmware_url: None,
+        commit_hash: None,
+        title: Some("wordclock v2.0.0".into()),
+        description: Some("Brighter.".into()),
+        release_date: None,
+        esp_idf_version: None,
+        requires_restart: Some(true),
+        chip: Some(Chip::Esp32S3),
+        secure_version: Some(0),
+        file: Some("wordclock-v2.0.0.bin".into()),
+        signature: None,
+        extra: Default::default(),
+    }
+}
+
+impl Updater for Stepped {
+    fn check(&self, preferred: Source) -> Result<Offer, UpdateError> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        Ok(Offer {
+            source: preferred,
+            manifest: manifest(),
+            decision: self.decision.clone(),
+            attempts: Vec::new(),
+        })
+    }
+
+    fn install(
+        &self,
+        offer: &Offer,
+        control: &Control,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Installed, UpdateError> {
+        self.installs.fetch_add(1, Ordering::SeqCst);
+        for step in 1..=10 {
+            self.ticks.lock().unwrap().recv().unwrap();
+            if control.is_cancelled() {
+                return Err(UpdateError::Cancelled);
+            }
+            progress(step * 100, 1000);
+        }
+        Ok(Installed {
+            version: offer.manifest.version.clone(),
+            sources: vec![offer.source],
+            attempts: Vec::new(),
+        })
+    }
+
+    fn reboot(&self) {
+        self.reboots.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Rig {
+    app: App,
+    recorder: Arc<Recorder>,
+    updater: Arc<Stepped>,
+    ticks: Sender<()>,
+    topics: Topics,
+}
+
+fn rig(decision: Decision, store: MemoryStore) -> Rig {
+    let (ticks, receiver) = channel();
+    let recorder = Arc::new(Recorder::default());
+    let updater = Arc::new(Stepped {
+        decision,
+        ticks: Mutex::new(receiver),
+        checks: AtomicUsize::new(0),
+        installs: AtomicUsize::new(0),
+        reboots: AtomicUsize::new(0),
+    });
+    let topics = Topics::new("clock1").unwrap();
+    let device = Device {
+        name: "Word clock".into(),
+        model: "ESP32-S3".into(),
+        manufacturer: None,
+        sw_version: "1.0.0".parse().unwrap(),
+    };
+    let app = App::new(
+        topics.clone(),
+        device,
+        recorder.clone(),
+        updater.clone(),
+        Box::new(store),
+    );
+    Rig {
+        app,
+        recorder,
+        updater,
+        ticks,
+        topics,
+    }
+}
+
+impl Rig {
+    fn send(&self, topic: &str, payload: &str) {
+        self.app.on_message(topic, payload.as_bytes());
+    }
+
+    fn tick(&self, n: usize) {
+        for _ in 0..n {
+            self.ticks.send(()).unwrap();
+        }
+    }
+
+    fn states(&self) -> Vec<String> {
+        self.recorder
+            .on(self.topics.progress())
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<serde_json::Value>(p).unwrap()["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn connecting_publishes_discovery_and_the_retained_state() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.app.on_connect();
+    let all = rig.recorder.0.lock().unwrap().clone();
+    let topics: Vec<&str> = all.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "homeassistant/update/clock1/firmware/config",
+            "homeassistant/select/clock1/ota_source/config",
+            "home/clock1/availability",
+            "home/clock1/ota/version",
+            "home/clock1/ota/source/status",
+            "home/clock1/ota/attributes",
+            "home/clock1/ota/state",
+        ]
+    );
+    assert!(all.iter().all(|(_, _, retain)| *retain));
+    assert_eq!(
+        rig.recorder.on("home/clock1/ota/source/status"),
+        [r#"{"source":"github"}"#]
+    );
+}
+
+#[test]
+fn an_install_reports_progress_and_reboots() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.send("home/clock1/command", "install");
+    rig.tick(10);
+    rig.app.wait_idle();
+    let states = rig.states();
+    assert_eq!(states.first().unwrap(), "checking");
+    assert_eq!(states.iter().filter(|s| *s == "downloading").count(), 10);
+    assert_eq!(states.last().unwrap(), "rebooting");
+    assert_eq!(rig.updater.reboots.load(Ordering::SeqCst), 1);
+    let state: serde_json::Value =
+        serde_json::from_str(rig.recorder.on("home/clock1/ota/state").last().unwrap()).unwrap();
+    assert_eq!(state["latest_version"], "2.0.0");
+    assert_eq!(state["update_percentage"], 100);
+}
+
+#[test]
+fn queries_second_triggers_and_bad_payloads_never_abort_a_running_update() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.send("home/clock1/command", "install");
+    rig.tick(3);
+    rig.send("home/clock1/command", "check");
+    rig.send("home/clock1/command", "install");
+    rig.send("home/clock1/command", "\u{ff}garbage");
+    rig.send("home/clock1/ota/source/set", "cloudflare");
+    rig.app.on_connect(); // a reconnect
+    rig.tick(7);
+    rig.app.wait_idle();
+    assert_eq!(
+        rig.updater.installs.load(Ordering::SeqCst),
+        1,
+        "no second update started"
+    );
+    assert_eq!(rig.updater.checks.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rig.updater.reboots.load(Ordering::SeqCst),
+        1,
+        "the running update finished"
+    );
+    assert!(
+        rig.states().contains(&"error".to_owned()),
+        "the bad payload got an error status"
+    );
+    let attributes = rig.recorder.on("home/clock1/ota/attributes");
+    assert!(
+        attributes
+            .iter()
+            .any(|a| a.contains("an update is already running")),
+        "{attributes:?}"
+    );
+    assert_eq!(
+        rig.recorder
+            .on("home/clock1/ota/source/status")
+            .last()
+            .unwrap(),
+        r#"{"source":"r2"}"#
+    );
+}
+
+#[test]
+fn an_explicit_cancel_stops_the_update() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.send("home/clock1/command", "install");
+    rig.tick(2);
+    rig.send("home/clock1/command", "cancel");
+    rig.tick(1);
+    rig.app.wait_idle();
+    assert_eq!(rig.states().last().unwrap(), "cancelled");
+    assert_eq!(rig.updater.reboots.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_check_only_reports_what_is_available() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.send("home/clock1/command", "check");
+    rig.app.wait_idle();
+    assert_eq!(rig.states(), ["checking", "available"]);
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_rollback_is_published_after_reconnecting() {
+    let mut store = MemoryStore::default();
+    let outcome = Outcome::RolledBack {
+        version: "2.0.0".into(),
+        reason: "mqtt: not healthy within 30 s".into(),
+    };
+    store.set(health::OUTCOME_KEY, &serde_json::to_vec(&outcome).unwrap());
+    let rig = rig(Decision::Current, store);
+    rig.app.on_connect();
+    let attributes = rig.recorder.on("home/clock1/ota/attributes");
+    assert_eq!(
+        attributes,
+        [r#"{"rollback_reason":"2.0.0 rolled back: mqtt: not healthy within 30 s"}"#]
+    );
+    rig.app.on_connect();
+    assert_eq!(
+        rig.recorder.on("home/clock1/ota/attributes").len(),
+        2,
+        "the reason stays in the retained attributes"
+    );
+}
