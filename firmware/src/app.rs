@@ -156,6 +156,11 @@ impl App {
         }
     }
 
+    /// The topics to subscribe to.
+    pub fn subscriptions(&self) -> [&str; 2] {
+        self.shared.topics.subscriptions()
+    }
+
     /// Waits for the running check or update to end.
     pub fn wait_idle(&self) {
         if let Some(handle) = lock(&self.worker).take() {

@@ -5,3 +5,5 @@ pub mod device;
 pub mod flash;
 pub mod http;
 pub mod layout;
+pub mod mqtt;
+pub mod updater;

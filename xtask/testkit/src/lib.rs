@@ -17,6 +17,7 @@ mod fault;
 pub mod files;
 pub mod git;
 pub mod github;
+pub mod mqtt;
 pub mod s3;
 mod serve;
 
@@ -24,4 +25,5 @@ pub use elf::FirmwareElf;
 pub use files::FileServer;
 pub use git::GitServer;
 pub use github::GithubApi;
+pub use mqtt::MqttBroker;
 pub use s3::S3Server;

@@ -1,0 +1,75 @@
+//! The simulated device's MQTT client: the app's [`Publisher`], and the loop that feeds
+//! the app what the broker delivers.
+
+use std::time::Duration;
+
+use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+
+use crate::app::{App, Publisher};
+
+/// Publishes through a rumqttc client, which queues while it reconnects.
+#[derive(Clone)]
+pub struct MqttPublisher(Client);
+
+impl std::fmt::Debug for MqttPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MqttPublisher")
+    }
+}
+
+impl Publisher for MqttPublisher {
+    fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
+        // A full queue drops the message rather than blocking the update.
+        let _ = self
+            .0
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload.to_vec());
+    }
+}
+
+/// A client for `device` at `host:port`, with the fleet's last will (`offline`).
+pub fn connect(
+    device: &str,
+    host: &str,
+    port: u16,
+    availability: &str,
+) -> (MqttPublisher, Connection) {
+    let mut options = MqttOptions::new(device, host, port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_last_will(rumqttc::LastWill::new(
+        availability,
+        ota_core::mqtt::OFFLINE,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, connection) = Client::new(options, 64);
+    (MqttPublisher(client), connection)
+}
+
+/// Runs the connection: on every (re)connection subscribe and let the app publish its
+/// state; hand every message to the app. Returns when `stop` says so.
+pub fn run(
+    app: &App,
+    publisher: &MqttPublisher,
+    mut connection: Connection,
+    stop: &dyn Fn() -> bool,
+) {
+    for event in connection.iter() {
+        if stop() {
+            return;
+        }
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                for topic in app.subscriptions() {
+                    let _ = publisher.0.try_subscribe(topic, QoS::AtLeastOnce);
+                }
+                app.on_connect();
+            }
+            Ok(Event::Incoming(Packet::Publish(message))) => {
+                app.on_message(&message.topic, &message.payload)
+            }
+            Ok(_) => {}
+            // The client reconnects by itself on the next iteration; don't spin meanwhile.
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}

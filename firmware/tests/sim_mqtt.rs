@@ -1,0 +1,139 @@
+//! The simulated device end to end: a real MQTT broker (mosquitto), real HTTP sources,
+//! the simulated flash. Home Assistant's install command updates the device from 1.0.0 to
+//! 2.0.0 with the primary source down, and it reboots into 2.0.0.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{MemoryStore, Release, V2_FILE, fresh_device};
+use ota_core::engine::{Sources, Timeouts};
+use ota_core::mqtt::{Device, Topics};
+use ota_core::otadata::{BootTarget, Slot};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use testkit::{FileServer, MqttBroker};
+use wordclock::app::App;
+use wordclock::sim;
+use wordclock::sim::updater::SimUpdater;
+
+fn dead_base() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+#[test]
+fn home_assistants_install_updates_the_device_with_the_primary_down() {
+    let broker = MqttBroker::start();
+    let release = Release::v2();
+    let r2 = FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ]);
+    let sources = Sources {
+        github: dead_base(),
+        r2: r2.base(),
+    };
+
+    // The device boots 1.0.0 and connects.
+    let device = Arc::new(Mutex::new(fresh_device()));
+    let booted = device.lock().unwrap().boot().unwrap();
+    let engine = release.engine(&booted, sources, Timeouts::default());
+    let updater = Arc::new(SimUpdater::new(engine, Arc::clone(&device), booted.target).unwrap());
+    let topics = Topics::new("clock1").unwrap();
+    let (publisher, connection) =
+        sim::mqtt::connect("clock1", "127.0.0.1", broker.port(), topics.availability());
+    let ha_device = Device {
+        name: "Word clock".into(),
+        model: "ESP32-S3".into(),
+        manufacturer: None,
+        sw_version: booted.version.clone(),
+    };
+    let app = Arc::new(App::new(
+        topics,
+        ha_device,
+        Arc::new(publisher.clone()),
+        updater.clone(),
+        Box::new(MemoryStore::default()),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let device_loop = {
+        let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            sim::mqtt::run(&app, &publisher, connection, &|| {
+                stop.load(Ordering::SeqCst)
+            })
+        })
+    };
+
+    // Home Assistant's side: discovery arrives retained, then it presses install.
+    let (ha, mut events) = Client::new(
+        MqttOptions::new("home-assistant", "127.0.0.1", broker.port()),
+        64,
+    );
+    ha.subscribe("home/clock1/#", QoS::AtLeastOnce).unwrap();
+    ha.subscribe("homeassistant/#", QoS::AtLeastOnce).unwrap();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut pressed = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Ok(Ok(Event::Incoming(Packet::Publish(message)))) =
+            events.recv_timeout(Duration::from_millis(200))
+        else {
+            continue;
+        };
+        let payload = String::from_utf8_lossy(&message.payload).into_owned();
+        seen.push((message.topic.clone(), payload.clone()));
+        if message.topic == "homeassistant/update/clock1/firmware/config" && !pressed {
+            let config: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            let command = config["command_topic"].as_str().unwrap().to_owned();
+            let install = config["payload_install"].as_str().unwrap().to_owned();
+            ha.publish(command, QoS::AtLeastOnce, false, install)
+                .unwrap();
+            pressed = true;
+        }
+        if message.topic == "home/clock1/ota/progress" && payload.contains("\"rebooting\"") {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let progress: Vec<&str> = seen
+        .iter()
+        .filter(|(t, _)| t == "home/clock1/ota/progress")
+        .map(|(_, p)| p.as_str())
+        .collect();
+    assert!(
+        progress.last().is_some_and(|p| p.contains("rebooting")),
+        "{progress:#?}"
+    );
+    assert!(
+        progress.iter().any(|p| p.contains("downloading")),
+        "{progress:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(t, p)| t == "home/clock1/ota/version" && p.contains("1.0.0"))
+    );
+    assert_eq!(updater.reboots(), 1);
+    let attributes = seen
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "home/clock1/ota/attributes")
+        .unwrap();
+    assert_eq!(attributes.1, r#"{"source_used":["r2"]}"#);
+
+    // The reboot: 2.0.0 runs from ota_0.
+    let rebooted = device.lock().unwrap().boot().unwrap();
+    assert_eq!(
+        (rebooted.target, rebooted.version.to_string()),
+        (BootTarget::Ota(Slot(0)), "2.0.0".to_owned())
+    );
+    ha.disconnect().unwrap();
+    // The device loop ends at its next event once stopped; the broker going away is one.
+    drop(broker);
+    device_loop.join().unwrap();
+}
