@@ -3,14 +3,114 @@
 #[cfg(target_os = "espidf")]
 mod espidf;
 
-use wordclock::VERSION;
-
 #[cfg(target_os = "espidf")]
 fn main() {
     espidf::main();
 }
 
 #[cfg(not(target_os = "espidf"))]
-fn main() {
-    println!("wordclock {VERSION} (host build: the simulated device comes with the OTA engine)");
+fn main() -> std::process::ExitCode {
+    host::main()
+}
+
+/// The simulated device's command line.
+#[cfg(not(target_os = "espidf"))]
+mod host {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use clap::Parser;
+    use ota_core::Version;
+    use ota_core::engine::{Sources, Timeouts};
+    use ota_core::manifest::PublicKey;
+    use wordclock::sim::run::{self, Ended, Settings};
+
+    /// The word clock as a simulated device: its flash in a file, real HTTP and MQTT.
+    ///
+    /// Boots as the chip's bootloader would (otadata, rollback), runs the health checks
+    /// after an update, then serves the update feature over MQTT until it reboots, which
+    /// restarts it. The flash file and its NVS beside it survive every run.
+    #[derive(Debug, Parser)]
+    #[command(name = "wordclock", version)]
+    struct Args {
+        /// The flash file; created from --factory-image when missing
+        #[arg(long, value_name = "FILE")]
+        flash: PathBuf,
+        /// The app image for the factory partition of a new flash file
+        #[arg(long, value_name = "FILE")]
+        factory_image: Option<PathBuf>,
+        /// The partition table the firmware is built with
+        #[arg(long, value_name = "FILE", default_value = "partitions/partitions.csv")]
+        partitions: PathBuf,
+        /// The device id: MQTT topics are home/<id>/...
+        #[arg(long, default_value = "wordclock")]
+        device: String,
+        /// The MQTT broker
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Where the GitHub source serves version.json and images (ending in /)
+        #[arg(long, value_name = "URL")]
+        github: String,
+        /// Where the R2 source serves them (ending in /)
+        #[arg(long, value_name = "URL")]
+        r2: String,
+        /// The public keys the firmware trusts, one ed25519:<hex> per line
+        #[arg(long, value_name = "FILE", default_value = "firmware/trusted-keys.txt")]
+        trusted_keys: PathBuf,
+        /// Fault switch: this version fails its health check, so it is rolled back
+        #[arg(long, value_name = "VERSION")]
+        fail_health: Option<Version>,
+        /// Fault switch: cut the power after this many more flash bytes
+        #[arg(long, value_name = "BYTES")]
+        power_cut_after: Option<u64>,
+        /// Stop after this many boots
+        #[arg(long)]
+        boots: Option<usize>,
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        match settings(args).and_then(|s| run::run(&s)) {
+            Ok(Ended::Boots(_)) => ExitCode::SUCCESS,
+            // A power cut is not a failure of the simulator, but a caller must see it.
+            Ok(Ended::PowerCut) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn settings(args: Args) -> Result<Settings, String> {
+        let (host, port) = args
+            .broker
+            .rsplit_once(':')
+            .ok_or("--broker is HOST:PORT")?;
+        let port = port.parse().map_err(|_| "--broker is HOST:PORT")?;
+        let keys = std::fs::read_to_string(&args.trusted_keys)
+            .map_err(|e| format!("cannot read {}: {e}", args.trusted_keys.display()))?;
+        let trusted = PublicKey::parse_list(&keys)
+            .map_err(|(line, e)| format!("{}, line {line}: {e}", args.trusted_keys.display()))?;
+        Ok(Settings {
+            flash: args.flash,
+            partitions: args.partitions,
+            flash_size: 8 << 20,
+            factory_image: args.factory_image,
+            device_id: args.device,
+            broker: (host.to_owned(), port),
+            sources: Sources {
+                github: args.github,
+                r2: args.r2,
+            },
+            trusted,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(3),
+                read: Duration::from_secs(5),
+            },
+            fail_health: args.fail_health,
+            power_cut_after: args.power_cut_after,
+            boots: args.boots,
+        })
+    }
 }

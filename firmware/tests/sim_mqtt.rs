@@ -101,6 +101,8 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
         }
     }
     stop.store(true, Ordering::SeqCst);
+    // "rebooting" is published just before the reboot is asked for.
+    app.wait_idle();
     let progress: Vec<&str> = seen
         .iter()
         .filter(|(t, _)| t == "home/clock1/ota/progress")

@@ -32,6 +32,16 @@ impl Flash {
         }
     }
 
+    /// A flash with these contents, as saved by a previous run.
+    pub fn from_bytes(bytes: Vec<u8>) -> Flash {
+        Flash {
+            bytes,
+            budget: None,
+            spent: 0,
+            operations: Vec::new(),
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }

@@ -6,4 +6,6 @@ pub mod flash;
 pub mod http;
 pub mod layout;
 pub mod mqtt;
+pub mod run;
+pub mod store;
 pub mod updater;

@@ -46,30 +46,27 @@ pub fn connect(
 }
 
 /// Runs the connection: on every (re)connection subscribe and let the app publish its
-/// state; hand every message to the app. Returns when `stop` says so.
+/// state; hand every message to the app. Returns soon after `stop` says so.
 pub fn run(
     app: &App,
     publisher: &MqttPublisher,
     mut connection: Connection,
     stop: &dyn Fn() -> bool,
 ) {
-    for event in connection.iter() {
-        if stop() {
-            return;
-        }
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+    while !stop() {
+        match connection.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 for topic in app.subscriptions() {
                     let _ = publisher.0.try_subscribe(topic, QoS::AtLeastOnce);
                 }
                 app.on_connect();
             }
-            Ok(Event::Incoming(Packet::Publish(message))) => {
+            Ok(Ok(Event::Incoming(Packet::Publish(message)))) => {
                 app.on_message(&message.topic, &message.payload)
             }
-            Ok(_) => {}
-            // The client reconnects by itself on the next iteration; don't spin meanwhile.
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            // The client reconnects by itself on the next call; don't spin meanwhile.
+            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(200)),
+            Ok(Ok(_)) | Err(_) => {}
         }
     }
 }

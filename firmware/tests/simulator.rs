@@ -1,0 +1,168 @@
+//! The simulator program (`wordclock --flash ...`) end to end: restarts are reboots, the
+//! flash file survives them, and the fault switches work.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Release, V2_FILE, image, layout};
+use ota_core::otadata::{BootTarget, Slot};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use testkit::{FileServer, MqttBroker};
+use wordclock::sim::device::Device;
+use wordclock::sim::flash::Flash;
+
+struct Sim {
+    _dir: tempfile::TempDir,
+    flash: std::path::PathBuf,
+    child: Child,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dead_base() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+fn start(release: &Release, r2: &FileServer, broker: &MqttBroker, extra: &[&str]) -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("factory.bin");
+    std::fs::write(&factory, image("1.0.0")).unwrap();
+    let keys = dir.path().join("trusted-keys.txt");
+    std::fs::write(&keys, format!("{}\n", release.key.public())).unwrap();
+    let flash = dir.path().join("flash.bin");
+    let partitions = concat!(env!("CARGO_MANIFEST_DIR"), "/../partitions/partitions.csv");
+    let child = Command::new(env!("CARGO_BIN_EXE_wordclock"))
+        .args([
+            "--flash",
+            flash.to_str().unwrap(),
+            "--factory-image",
+            factory.to_str().unwrap(),
+        ])
+        .args([
+            "--partitions",
+            partitions,
+            "--trusted-keys",
+            keys.to_str().unwrap(),
+            "--device",
+            "clock1",
+        ])
+        .args([
+            "--broker",
+            &format!("127.0.0.1:{}", broker.port()),
+            "--github",
+            &dead_base(),
+            "--r2",
+            &r2.base(),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Sim {
+        _dir: dir,
+        flash,
+        child,
+    }
+}
+
+/// Watches the device's topics; presses install once 1.0.0 is announced; returns when
+/// `done` accepts a message, or fails after a minute.
+fn watch(broker: &MqttBroker, done: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+    let (client, mut events) =
+        Client::new(MqttOptions::new("tester", "127.0.0.1", broker.port()), 64);
+    client.subscribe("home/clock1/#", QoS::AtLeastOnce).unwrap();
+    let mut seen = Vec::new();
+    let mut pressed = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Ok(Ok(Event::Incoming(Packet::Publish(message)))) =
+            events.recv_timeout(Duration::from_millis(200))
+        else {
+            continue;
+        };
+        let payload = String::from_utf8_lossy(&message.payload).into_owned();
+        if message.topic == "home/clock1/ota/version" && payload.contains("\"1.0.0\"") && !pressed {
+            client
+                .publish("home/clock1/command", QoS::AtLeastOnce, false, "install")
+                .unwrap();
+            pressed = true;
+        }
+        let finished = done(&message.topic, &payload);
+        seen.push((message.topic.clone(), payload));
+        if finished {
+            return seen;
+        }
+    }
+    panic!("the device never got there; it published {seen:#?}");
+}
+
+fn boots_into(flash: Vec<u8>) -> (BootTarget, String) {
+    let mut device = Device {
+        flash: Flash::from_bytes(flash),
+        layout: layout(),
+    };
+    let booted = device.boot().unwrap();
+    (booted.target, booted.version.to_string())
+}
+
+#[test]
+fn an_install_over_mqtt_reboots_the_simulator_into_the_new_version() {
+    let broker = MqttBroker::start();
+    let release = Release::v2();
+    let r2 = FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ]);
+    let sim = start(&release, &r2, &broker, &[]);
+    watch(&broker, |topic, payload| {
+        topic == "home/clock1/ota/version" && payload.contains("\"2.0.0\"")
+    });
+    let flash = sim.stop();
+    assert_eq!(
+        boots_into(flash),
+        (BootTarget::Ota(Slot(0)), "2.0.0".to_owned())
+    );
+}
+
+#[test]
+fn a_version_that_fails_its_health_check_is_rolled_back_and_says_why() {
+    let broker = MqttBroker::start();
+    let release = Release::v2();
+    let r2 = FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ]);
+    let sim = start(&release, &r2, &broker, &["--fail-health", "2.0.0"]);
+    let seen = watch(&broker, |topic, payload| {
+        topic == "home/clock1/ota/attributes" && payload.contains("rollback_reason")
+    });
+    let reason = &seen.last().unwrap().1;
+    assert!(
+        reason.contains("2.0.0 rolled back: self-test: the fault switch failed it"),
+        "{reason}"
+    );
+    let flash = sim.stop();
+    assert_eq!(boots_into(flash), (BootTarget::Factory, "1.0.0".to_owned()));
+}
+
+impl Sim {
+    /// Stops the simulator (a power cut, as far as it knows) and returns its flash, which
+    /// it saves atomically, so it is whole wherever the stop lands.
+    fn stop(mut self) -> Vec<u8> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read(&self.flash).unwrap()
+    }
+}
