@@ -15,7 +15,9 @@ use esp_idf_svc::nvs::{EspNvs, NvsDefault};
 use esp_idf_svc::ota::{EspOta, SlotState};
 use esp_idf_svc::sys::{self, esp};
 use ota_core::engine::health::BootSlot;
-use ota_core::engine::{ContentRange, Http, HttpError, Response, SlotError, Slots, Store, Timeouts};
+use ota_core::engine::{
+    ContentRange, Http, HttpError, Response, SlotError, Slots, Store, Timeouts,
+};
 use wordclock::app::Publisher;
 
 // The app descriptor takes its version and project name from Cargo.toml, so the version
@@ -32,20 +34,28 @@ pub fn main() {
 pub struct ChipHttp;
 
 impl Http for ChipHttp {
-    fn get(&mut self, url: &str, from: Option<u64>, timeouts: Timeouts) -> Result<Box<dyn Response + '_>, HttpError> {
+    fn get(
+        &mut self,
+        url: &str,
+        from: Option<u64>,
+        timeouts: Timeouts,
+    ) -> Result<Box<dyn Response + '_>, HttpError> {
         let configuration = HttpConfiguration {
             // ESP-IDF has one timeout for every network wait: the longer of ours.
             timeout: Some(timeouts.connect.max(timeouts.read)),
             crt_bundle_attach: Some(sys::esp_crt_bundle_attach),
             ..Default::default()
         };
-        let mut connection = EspHttpConnection::new(&configuration).map_err(|e| HttpError::Connect(e.to_string()))?;
+        let mut connection = EspHttpConnection::new(&configuration)
+            .map_err(|e| HttpError::Connect(e.to_string()))?;
         let range = from.map(|from| format!("bytes={from}-"));
         let headers: Vec<(&str, &str)> = range.iter().map(|r| ("Range", r.as_str())).collect();
         connection
             .initiate_request(Method::Get, url, &headers)
             .map_err(|e| HttpError::Connect(e.to_string()))?;
-        connection.initiate_response().map_err(|e| HttpError::Io(e.to_string()))?;
+        connection
+            .initiate_response()
+            .map_err(|e| HttpError::Io(e.to_string()))?;
         Ok(Box::new(ChipResponse(connection)))
     }
 }
@@ -90,18 +100,25 @@ impl Slots for ChipSlots {
         }
         let mut handle: sys::esp_ota_handle_t = Default::default();
         // Refuses while the running image is on probation, as the simulator does.
-        esp!(unsafe { sys::esp_ota_begin(partition, size as usize, &mut handle) }).map_err(flash_error)?;
+        esp!(unsafe { sys::esp_ota_begin(partition, size as usize, &mut handle) })
+            .map_err(flash_error)?;
         self.open = Some((handle, partition));
         self.written = 0;
         Ok(())
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SlotError> {
-        let (handle, _) = self.open.ok_or_else(|| SlotError("write before begin".to_owned()))?;
+        let (handle, _) = self
+            .open
+            .ok_or_else(|| SlotError("write before begin".to_owned()))?;
         if offset != self.written {
-            return Err(SlotError(format!("write at {offset}, the slot holds {}", self.written)));
+            return Err(SlotError(format!(
+                "write at {offset}, the slot holds {}",
+                self.written
+            )));
         }
-        esp!(unsafe { sys::esp_ota_write(handle, data.as_ptr().cast(), data.len()) }).map_err(flash_error)?;
+        esp!(unsafe { sys::esp_ota_write(handle, data.as_ptr().cast(), data.len()) })
+            .map_err(flash_error)?;
         self.written += data.len() as u64;
         Ok(())
     }
@@ -113,7 +130,10 @@ impl Slots for ChipSlots {
     }
 
     fn set_boot(&mut self) -> Result<(), SlotError> {
-        let (handle, partition) = self.open.take().ok_or_else(|| SlotError("set_boot before begin".to_owned()))?;
+        let (handle, partition) = self
+            .open
+            .take()
+            .ok_or_else(|| SlotError("set_boot before begin".to_owned()))?;
         // esp_ota_end verifies the image; set_boot_partition writes otadata (state NEW).
         esp!(unsafe { sys::esp_ota_end(handle) }).map_err(flash_error)?;
         esp!(unsafe { sys::esp_ota_set_boot_partition(partition) }).map_err(flash_error)
@@ -125,7 +145,9 @@ pub struct ChipBoot(pub EspOta);
 
 impl BootSlot for ChipBoot {
     fn pending_verify(&self) -> bool {
-        self.0.get_running_slot().is_ok_and(|slot| slot.state == SlotState::Unverified)
+        self.0
+            .get_running_slot()
+            .is_ok_and(|slot| slot.state == SlotState::Unverified)
     }
 
     fn mark_valid(&mut self) -> Result<(), SlotError> {
@@ -144,7 +166,11 @@ pub struct ChipStore(pub EspNvs<NvsDefault>);
 impl Store for ChipStore {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
         let mut buf = [0u8; 512];
-        self.0.get_raw(key, &mut buf).ok().flatten().map(<[u8]>::to_vec)
+        self.0
+            .get_raw(key, &mut buf)
+            .ok()
+            .flatten()
+            .map(<[u8]>::to_vec)
     }
 
     fn set(&mut self, key: &str, value: &[u8]) {
@@ -159,7 +185,10 @@ pub struct ChipPublisher(pub Mutex<EspMqttClient<'static>>);
 
 impl Publisher for ChipPublisher {
     fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
-        let mut client = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut client = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = client.enqueue(topic, QoS::AtLeastOnce, retain, payload) {
             log::warn!("mqtt: cannot queue {topic}: {e}");
         }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Release, V2_FILE, fresh_device, live};
+use common::{Release, V2_FILE, dead_base, fresh_device, live};
 use ota_core::engine::{Sources, Timeouts};
 use ota_core::otadata::{BootTarget, Slot};
 use testkit::FileServer;
@@ -18,14 +18,6 @@ fn serving(release: &Release) -> FileServer {
         ("version.json", &release.manifest.to_json()),
         (V2_FILE, &release.image),
     ])
-}
-
-/// A base URL on a port nothing listens on: connections are refused.
-fn dead_base() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/")
 }
 
 /// Boots, updates, reboots into 2.0.0 and confirms it.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{MemoryStore, Release, V2_FILE, fresh_device};
+use common::{MemoryStore, Release, V2_FILE, dead_base, fresh_device};
 use ota_core::engine::{Sources, Timeouts};
 use ota_core::mqtt::{Device, Topics};
 use ota_core::otadata::{BootTarget, Slot};
@@ -18,13 +18,6 @@ use testkit::{FileServer, MqttBroker};
 use wordclock::app::App;
 use wordclock::sim;
 use wordclock::sim::updater::SimUpdater;
-
-fn dead_base() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/")
-}
 
 #[test]
 fn home_assistants_install_updates_the_device_with_the_primary_down() {

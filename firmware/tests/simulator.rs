@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Release, V2_FILE, image, layout};
+use common::{Release, V2_FILE, dead_base, image, layout};
 use ota_core::otadata::{BootTarget, Slot};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use testkit::{FileServer, MqttBroker};
@@ -25,13 +25,6 @@ impl Drop for Sim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn dead_base() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/")
 }
 
 fn start(release: &Release, r2: &FileServer, broker: &MqttBroker, extra: &[&str]) -> Sim {

@@ -31,6 +31,14 @@ pub fn layout() -> Layout {
     Layout::from_csv(&std::fs::read_to_string(path).unwrap(), 8 << 20).unwrap()
 }
 
+/// A base URL on a port nothing listens on: connections are refused.
+pub fn dead_base() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
 /// A device as shipped: 1.0.0 in the factory partition.
 pub fn fresh_device() -> Device {
     Device::provision(layout(), Some(&image("1.0.0")), None).unwrap()
