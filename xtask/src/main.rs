@@ -38,10 +38,45 @@ fn main() -> ExitCode {
 }
 
 fn test() -> Result<(), String> {
+    ensure_system_tools()?;
     ensure_esptool()?;
     run(Command::new(cargo()).args(["test", "--workspace", "--all-targets"]))?;
     // Doc tests are not part of --all-targets.
     run(Command::new(cargo()).args(["test", "--workspace", "--doc"]))
+}
+
+/// The tests' real peers, from Debian: git (its http-backend is the test remote), perl
+/// (a git hook), curl (signs S3 requests in the server tests), mosquitto (the broker the
+/// simulated device talks to). Installed with apt when missing.
+const SYSTEM_TOOLS: [(&str, &str); 4] = [
+    ("git", "git"),
+    ("perl", "perl"),
+    ("curl", "curl"),
+    ("/usr/sbin/mosquitto", "mosquitto"),
+];
+
+fn ensure_system_tools() -> Result<(), String> {
+    let present = |program: &str| {
+        std::path::Path::new(program).is_file()
+            || Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .output()
+                .is_ok_and(|out| out.status.success())
+    };
+    let missing: Vec<&str> = SYSTEM_TOOLS
+        .iter()
+        .filter(|(program, _)| !present(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} with apt-get", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing))
+    .map_err(|e| format!("{e}; install {} yourself", missing.join(" ")))
 }
 
 /// Installs esptool with pip unless `python3 -m esptool` already answers.
