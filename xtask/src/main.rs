@@ -40,9 +40,73 @@ fn main() -> ExitCode {
 fn test() -> Result<(), String> {
     ensure_system_tools()?;
     ensure_esptool()?;
-    run(Command::new(cargo()).args(["test", "--workspace", "--all-targets"]))?;
+    let mut totals = Totals::default();
+    let all_targets = run_counting(
+        Command::new(cargo()).args(["test", "--workspace", "--all-targets"]),
+        &mut totals,
+    );
     // Doc tests are not part of --all-targets.
-    run(Command::new(cargo()).args(["test", "--workspace", "--doc"]))
+    let doc = run_counting(
+        Command::new(cargo()).args(["test", "--workspace", "--doc"]),
+        &mut totals,
+    );
+    // One closing line for the whole suite: the last test binary may well have none.
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    all_targets.and(doc)
+}
+
+/// Tests counted over every `test result:` line cargo's test binaries print.
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Adds `test result: ok. 12 passed; 0 failed; ...`.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        let count = |word: &str| {
+            rest.split(';')
+                .find_map(|part| {
+                    part.trim()
+                        .trim_start_matches("ok. ")
+                        .trim_start_matches("FAILED. ")
+                        .strip_suffix(word)
+                })
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        self.passed += count(" passed");
+        self.failed += count(" failed");
+    }
+}
+
+/// Runs `command`, echoing its output and counting its test results.
+fn run_counting(command: &mut Command, totals: &mut Totals) -> Result<(), String> {
+    use std::io::BufRead as _;
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
 }
 
 /// The tests' real peers, from Debian: git (its http-backend is the test remote), perl
@@ -117,5 +181,20 @@ fn run(command: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{shown} failed ({status})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_summed() {
+        let mut totals = Totals::default();
+        totals.add("test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        totals
+            .add("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        totals.add("running 5 tests");
+        assert_eq!((totals.passed, totals.failed), (15, 2));
     }
 }
