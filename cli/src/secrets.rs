@@ -65,14 +65,14 @@ mod tests {
 
     #[test]
     fn secrets_never_format_their_value() {
-        let token = Secret::new("ghp_abcdefghijklmnop");
+        let token = Secret::new("test-token-abcdefghijklmnop");
         assert_eq!(format!("{token} {token:?}"), "*** Secret(***)");
-        assert_eq!(token.expose(), "ghp_abcdefghijklmnop");
+        assert_eq!(token.expose(), "test-token-abcdefghijklmnop");
         let mut redactor = Redactor::default();
         redactor.add(&token);
         redactor.add(&Secret::new("x"));
         assert_eq!(
-            redactor.scrub("push to https://x:ghp_abcdefghijklmnop@host failed (x)"),
+            redactor.scrub("push to https://x:test-token-abcdefghijklmnop@host failed (x)"),
             "push to https://x:***@host failed (x)"
         );
     }

@@ -68,7 +68,7 @@ fn publish_refuses_before_touching_anything_when_credentials_are_missing() {
     repo.stage("v2.9.0", &FirmwareElf::new("2.9.0"));
     let out = repo.run(
         &["publish"],
-        &[("GITHUB_TOKEN", "ghp_0123456789abcdef0123")],
+        &[("GITHUB_TOKEN", "test-token-0123456789abcdef")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
@@ -79,7 +79,7 @@ fn publish_refuses_before_touching_anything_when_credentials_are_missing() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("--only"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("ghp_0123456789abcdef0123"));
+    assert!(!stderr(&out).contains("test-token-0123456789abcdef"));
 }
 
 #[test]
@@ -458,7 +458,7 @@ fn a_tag_at_another_commit_is_refused() {
 fn wrong_credentials_are_named_without_the_secret() {
     let world = World::new();
     world.stage("v2.9.0", 0);
-    let wrong_token = "ghp_wrongwrongwrongwrong0123456789";
+    let wrong_token = "test-token-wrong-0123456789";
     let wrong_secret = "not-the-secret-key-0123456789";
     let out = world.run(
         &["--json", "publish"],
@@ -600,7 +600,7 @@ fn verify_reports_sources_that_disagree() {
 
 #[test]
 fn a_server_that_quotes_the_token_back_does_not_leak_it() {
-    let world = World::with_api_token("ghp_theapiwantsanothertoken0000000");
+    let world = World::with_api_token("test-token-the-api-wants-another");
     world.api.echo_credentials();
     world.stage("v2.9.0", 0);
     // `run` fails the test if the token appears in stdout or stderr.

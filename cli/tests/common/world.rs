@@ -8,7 +8,7 @@ use testkit::{FirmwareElf, GitServer, GithubApi, S3Server};
 use super::repo::Repo;
 use super::{stderr, stdout};
 
-pub const TOKEN: &str = "ghp_testtoken0123456789abcdefghij";
+pub const TOKEN: &str = "test-token-0123456789abcdefghij";
 
 /// A firmware repository cloned from a git server, with GitHub's API and an R2 bucket
 /// beside it, all on this machine.
