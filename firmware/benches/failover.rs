@@ -45,6 +45,7 @@ fn main() {
         let fleet_timeouts = Timeouts {
             connect: FLEET_TIMEOUT,
             read: FLEET_TIMEOUT,
+            ..Timeouts::default()
         };
         // The fleet tries the primary, retries it once, then the other source.
         let retry = time_attempt(&format!("{primary}version.json"), fleet_timeouts);

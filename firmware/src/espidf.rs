@@ -60,7 +60,8 @@ impl Http for ChipHttp {
     }
 }
 
-struct ChipResponse(EspHttpConnection);
+/// The connection, and when the whole request must be over.
+struct ChipResponse(EspHttpConnection, std::time::Instant);
 
 impl Response for ChipResponse {
     fn status(&self) -> u16 {
@@ -76,6 +77,9 @@ impl Response for ChipResponse {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
+        if std::time::Instant::now() >= self.1 {
+            return Err(HttpError::Timeout);
+        }
         self.0.read(buf).map_err(|e| HttpError::Io(e.to_string()))
     }
 }

@@ -18,7 +18,6 @@ fn main() -> std::process::ExitCode {
 mod host {
     use std::path::PathBuf;
     use std::process::ExitCode;
-    use std::time::Duration;
 
     use clap::Parser;
     use ota_core::Version;
@@ -104,10 +103,7 @@ mod host {
                 r2: args.r2,
             },
             trusted,
-            timeouts: Timeouts {
-                connect: Duration::from_secs(3),
-                read: Duration::from_secs(5),
-            },
+            timeouts: Timeouts::default(),
             fail_health: args.fail_health,
             power_cut_after: args.power_cut_after,
             boots: args.boots,

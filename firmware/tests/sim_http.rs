@@ -91,6 +91,7 @@ fn a_primary_that_accepts_and_never_answers_fails_over_after_the_read_timeout() 
     let timeouts = Timeouts {
         connect: Duration::from_millis(500),
         read: Duration::from_millis(500),
+        ..Timeouts::default()
     };
     let mut device = fresh_device();
     let started = Instant::now();
@@ -101,4 +102,36 @@ fn a_primary_that_accepts_and_never_answers_fails_over_after_the_read_timeout() 
         "failed over in {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_primary_that_trickles_is_left_when_the_request_deadline_passes() {
+    let release = Release::v2();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    // 5 KiB/s: every read comes well inside the read timeout, the image never does.
+    github.trickle(256, Duration::from_millis(50));
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let timeouts = Timeouts {
+        request: Duration::from_secs(1),
+        ..Timeouts::default()
+    };
+    let mut device = fresh_device();
+    let started = Instant::now();
+    update_to_v2(&mut device, &release, &sources, timeouts);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let resumed = r2.requests();
+    assert_eq!(
+        resumed.len(),
+        1,
+        "only the rest of the image came from R2: {resumed:?}"
+    );
+    assert!(resumed[0].1.is_some_and(|from| from > 0), "{resumed:?}");
 }

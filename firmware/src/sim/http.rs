@@ -1,7 +1,7 @@
 //! The engine's HTTP port on the host: real requests (reqwest), each with the engine's
 //! connect timeout and per-read timeout, read chunk by chunk as the device reads them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ota_core::engine::{ContentRange, Http, HttpError, Response, Timeouts};
 
@@ -46,6 +46,7 @@ impl Http for RealHttp {
         from: Option<u64>,
         timeouts: Timeouts,
     ) -> Result<Box<dyn Response + '_>, HttpError> {
+        let started = Instant::now();
         let response = self.runtime.block_on(async {
             let client = reqwest::Client::builder()
                 .connect_timeout(timeouts.connect)
@@ -67,6 +68,7 @@ impl Http for RealHttp {
             response,
             pending: bytes::Bytes::new(),
             read: timeouts.read,
+            ends: started + timeouts.request,
         }))
     }
 }
@@ -76,6 +78,8 @@ struct RealResponse<'r> {
     response: reqwest::Response,
     pending: bytes::Bytes,
     read: Duration,
+    /// The request's deadline, body included.
+    ends: Instant,
 }
 
 impl Response for RealResponse<'_> {
@@ -97,8 +101,12 @@ impl Response for RealResponse<'_> {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
         if self.pending.is_empty() {
+            let left = self.ends.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HttpError::Timeout);
+            }
             let chunk = self.runtime.block_on(async {
-                match tokio::time::timeout(self.read, self.response.chunk()).await {
+                match tokio::time::timeout(self.read.min(left), self.response.chunk()).await {
                     Ok(chunk) => chunk.map_err(|e| classify(&e)),
                     Err(_) => Err(HttpError::Timeout),
                 }

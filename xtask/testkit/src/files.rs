@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -19,14 +20,30 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::serve::{Serving, lock};
 
-/// A body that sends its bytes and then, if told to, breaks the connection: it declares
-/// more than it sends, so the client sees a body cut short.
+/// A body that sends its bytes, all at once or trickled in small pieces, and then, if
+/// told to, breaks the connection: it declares more than it sends, so the client sees a
+/// body cut short.
 #[derive(Debug)]
 struct Sent {
-    data: Option<Bytes>,
+    rest: Bytes,
+    /// Bytes per frame, with `every` between frames.
+    piece: usize,
+    every: Duration,
     breaks: bool,
-    /// A pause before the break, so the bytes before it reach the client first.
+    /// The wait before the next frame or the break.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Sent {
+    fn whole(bytes: Bytes, breaks: bool) -> Sent {
+        Sent {
+            rest: bytes,
+            piece: usize::MAX,
+            every: Duration::ZERO,
+            breaks,
+            pause: None,
+        }
+    }
 }
 
 impl Body for Sent {
@@ -37,33 +54,40 @@ impl Body for Sent {
         mut self: Pin<&mut Self>,
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if !self.breaks {
-            return Poll::Ready(None);
-        }
-        let pause = self.pause.get_or_insert_with(|| {
-            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)))
-        });
-        match pause.as_mut().poll(context) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => {
-                self.breaks = false;
-                Poll::Ready(Some(Err(std::io::Error::from(
-                    std::io::ErrorKind::ConnectionReset,
-                ))))
+        if let Some(pause) = self.pause.as_mut() {
+            match pause.as_mut().poll(context) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => self.pause = None,
             }
         }
+        if !self.rest.is_empty() {
+            let n = self.piece.min(self.rest.len());
+            let data = self.rest.split_to(n);
+            // Before the next piece, or before the break: the bytes sent reach the client.
+            let wait = if !self.rest.is_empty() {
+                self.every
+            } else if self.breaks {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            if !wait.is_zero() {
+                self.pause = Some(Box::pin(tokio::time::sleep(wait)));
+            }
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if self.breaks {
+            self.breaks = false;
+            return Poll::Ready(Some(Err(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))));
+        }
+        Poll::Ready(None)
     }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Sent> {
-    let mut response = Response::new(Sent {
-        data: Some(Bytes::from_static(text.as_bytes())),
-        breaks: false,
-        pause: None,
-    });
+    let mut response = Response::new(Sent::whole(Bytes::from_static(text.as_bytes()), false));
     *response.status_mut() = status;
     response
 }
@@ -74,6 +98,8 @@ struct Files {
     /// Per path: answer only this many body bytes once, then break the connection.
     cut: Mutex<HashMap<String, usize>>,
     stalled: AtomicBool,
+    /// Send every body in pieces of this many bytes, this far apart.
+    trickle: Mutex<Option<(usize, Duration)>>,
     /// Every request: path and the Range start it asked for.
     log: Mutex<Vec<(String, Option<u64>)>>,
 }
@@ -113,6 +139,12 @@ impl FileServer {
     /// The next answer for `name` breaks the connection after `bytes` bytes of its body.
     pub fn break_after(&self, name: &str, bytes: usize) {
         lock(&self.files.cut).insert(format!("/{name}"), bytes);
+    }
+
+    /// From now on, bodies come `piece` bytes at a time, `every` apart: a source slow
+    /// enough to keep every read inside its timeout.
+    pub fn trickle(&self, piece: usize, every: Duration) {
+        *lock(&self.files.trickle) = Some((piece, every));
     }
 
     /// From now on, requests are accepted and never answered, like a peer whose packets
@@ -159,11 +191,12 @@ async fn serve(
         Some(bytes) => body[start..(start + bytes).min(total)].to_vec(),
         None => body[start..].to_vec(),
     };
-    let mut response = Response::new(Sent {
-        data: Some(Bytes::from(sent)),
-        breaks: cut.is_some(),
-        pause: None,
-    });
+    let mut body = Sent::whole(Bytes::from(sent), cut.is_some());
+    if let Some((piece, every)) = *lock(&files.trickle) {
+        body.piece = piece;
+        body.every = every;
+    }
+    let mut response = Response::new(body);
     if from.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }

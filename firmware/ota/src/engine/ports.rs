@@ -5,11 +5,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-/// How long a request may take to connect, and to deliver each next chunk.
+/// How long a request may take to connect, to deliver each next chunk, and in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
+    /// The whole request, body included: a source that trickles bytes just inside the
+    /// read timeout must not hold the one update a device runs for hours.
+    pub request: Duration,
 }
 
 impl Default for Timeouts {
@@ -18,6 +21,8 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(3),
             read: Duration::from_secs(5),
+            // A 3 MiB image at a poor 20 KiB/s still arrives within this.
+            request: Duration::from_secs(300),
         }
     }
 }
