@@ -410,3 +410,41 @@ fn a_resume_whose_content_range_does_not_continue_is_not_used() {
     );
     assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
 }
+
+#[test]
+fn a_resume_across_sources_that_differ_starts_over_from_one() {
+    // R2 still serves another build under the same name and size (a stale CDN copy).
+    let mut other = IMAGE.to_vec();
+    other[40_000] ^= 0xFF;
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "wordclock-v2.9.0.bin",
+        Behaviour::Serve {
+            body: IMAGE.to_vec(),
+            die_after: Some(30_000),
+            ranges: true,
+        },
+    );
+    http.route(Source::R2, "wordclock-v2.9.0.bin", Behaviour::serve(&other));
+    let mut slots = FakeSlots::default();
+    let installed = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
+    assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
+    assert_eq!(
+        installed.sources,
+        [Source::Github],
+        "the second try took everything from GitHub"
+    );
+    assert!(
+        installed
+            .attempts
+            .iter()
+            .any(|a| matches!(a.failure, Some(Failure::Mixed(_)))),
+        "{:?}",
+        installed.attempts
+    );
+    assert_eq!(
+        slots.began, 2,
+        "the slot was begun again for the fresh download"
+    );
+}

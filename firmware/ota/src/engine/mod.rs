@@ -101,6 +101,8 @@ pub enum Failure {
     Invalid(String),
     /// A 206 whose Content-Range does not continue the download where it stopped.
     BadRange(String),
+    /// The image resumed across sources did not verify: they serve different bytes.
+    Mixed(String),
 }
 
 impl From<HttpError> for Failure {
@@ -122,6 +124,7 @@ impl core::fmt::Display for Failure {
             Failure::Status(status) => write!(f, "HTTP {status}"),
             Failure::Invalid(why) => write!(f, "invalid manifest: {why}"),
             Failure::BadRange(why) => f.write_str(why),
+            Failure::Mixed(why) => write!(f, "the sources serve different bytes ({why})"),
         }
     }
 }
@@ -431,14 +434,34 @@ impl<'a> Download<'a> {
             self.first,
             self.first.other(),
         ];
+        let mut started_over = false;
         for source in plan {
-            match self.fetch(http, slots, source, control, progress)? {
-                Stream::Complete => return self.verify(),
-                Stream::Broken(failure) => self.attempts.push(Attempt {
-                    source,
-                    what: "image",
-                    failure: Some(failure),
-                }),
+            let verdict = match self.fetch(http, slots, source, control, progress) {
+                Ok(Stream::Broken(failure)) => {
+                    self.attempts.push(Attempt {
+                        source,
+                        what: "image",
+                        failure: Some(failure),
+                    });
+                    continue;
+                }
+                Ok(Stream::Complete) => self.verify(),
+                Err(error) => Err(error),
+            };
+            match verdict {
+                // Resumed across sources that do not serve the same bytes (a CDN still
+                // on another build): start over once, from a single source.
+                Err(UpdateError::Verify(why)) if self.used.len() > 1 && !started_over => {
+                    started_over = true;
+                    self.attempts.push(Attempt {
+                        source,
+                        what: "image",
+                        failure: Some(Failure::Mixed(why)),
+                    });
+                    self.restart(slots)?;
+                    self.used.clear();
+                }
+                verdict => return verdict,
             }
         }
         Err(UpdateError::Download {
