@@ -7,13 +7,12 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{MemoryStore, Release, V2_FILE, dead_base, fresh_device};
+use common::{MemoryStore, Release, V2_FILE, dead_base, fresh_device, watch_mqtt};
 use ota_core::engine::{Sources, Timeouts};
 use ota_core::mqtt::{Device, Topics};
 use ota_core::otadata::{BootTarget, Slot};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use testkit::{FileServer, MqttBroker};
 use wordclock::app::App;
 use wordclock::sim;
@@ -64,35 +63,22 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
     };
 
     // Home Assistant's side: discovery arrives retained, then it presses install.
-    let (ha, mut events) = Client::new(
-        MqttOptions::new("home-assistant", "127.0.0.1", broker.port()),
-        64,
-    );
-    ha.subscribe("home/clock1/#", QoS::AtLeastOnce).unwrap();
-    ha.subscribe("homeassistant/#", QoS::AtLeastOnce).unwrap();
-    let mut seen: Vec<(String, String)> = Vec::new();
     let mut pressed = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let Ok(Ok(Event::Incoming(Packet::Publish(message)))) =
-            events.recv_timeout(Duration::from_millis(200))
-        else {
-            continue;
-        };
-        let payload = String::from_utf8_lossy(&message.payload).into_owned();
-        seen.push((message.topic.clone(), payload.clone()));
-        if message.topic == "homeassistant/update/clock1/firmware/config" && !pressed {
-            let config: serde_json::Value = serde_json::from_str(&payload).unwrap();
-            let command = config["command_topic"].as_str().unwrap().to_owned();
-            let install = config["payload_install"].as_str().unwrap().to_owned();
-            ha.publish(command, QoS::AtLeastOnce, false, install)
-                .unwrap();
-            pressed = true;
-        }
-        if message.topic == "home/clock1/ota/progress" && payload.contains("\"rebooting\"") {
-            break;
-        }
-    }
+    let seen = watch_mqtt(
+        broker.port(),
+        &["home/clock1/#", "homeassistant/#"],
+        |ha, topic, payload| {
+            if topic == "homeassistant/update/clock1/firmware/config" && !pressed {
+                let config: serde_json::Value = serde_json::from_str(payload).unwrap();
+                let command = config["command_topic"].as_str().unwrap().to_owned();
+                let install = config["payload_install"].as_str().unwrap().to_owned();
+                ha.publish(command, QoS::AtLeastOnce, false, install)
+                    .unwrap();
+                pressed = true;
+            }
+            topic == "home/clock1/ota/progress" && payload.contains("\"rebooting\"")
+        },
+    );
     stop.store(true, Ordering::SeqCst);
     // "rebooting" is published just before the reboot is asked for.
     app.wait_idle();
@@ -127,7 +113,6 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
         (rebooted.target, rebooted.version.to_string()),
         (BootTarget::Ota(Slot(0)), "2.0.0".to_owned())
     );
-    ha.disconnect().unwrap();
     // The device loop ends at its next event once stopped; the broker going away is one.
     drop(broker);
     device_loop.join().unwrap();

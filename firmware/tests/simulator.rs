@@ -5,11 +5,10 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{Release, V2_FILE, dead_base, image, layout};
+use common::{Release, V2_FILE, dead_base, image, layout, watch_mqtt};
 use ota_core::otadata::{BootTarget, Slot};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use testkit::{FileServer, MqttBroker};
 use wordclock::sim::device::Device;
 use wordclock::sim::flash::Flash;
@@ -73,32 +72,20 @@ fn start(release: &Release, r2: &FileServer, broker: &MqttBroker, extra: &[&str]
 /// Watches the device's topics; presses install once 1.0.0 is announced; returns when
 /// `done` accepts a message, or fails after a minute.
 fn watch(broker: &MqttBroker, done: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
-    let (client, mut events) =
-        Client::new(MqttOptions::new("tester", "127.0.0.1", broker.port()), 64);
-    client.subscribe("home/clock1/#", QoS::AtLeastOnce).unwrap();
-    let mut seen = Vec::new();
     let mut pressed = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let Ok(Ok(Event::Incoming(Packet::Publish(message)))) =
-            events.recv_timeout(Duration::from_millis(200))
-        else {
-            continue;
-        };
-        let payload = String::from_utf8_lossy(&message.payload).into_owned();
-        if message.topic == "home/clock1/ota/version" && payload.contains("\"1.0.0\"") && !pressed {
-            client
-                .publish("home/clock1/command", QoS::AtLeastOnce, false, "install")
-                .unwrap();
-            pressed = true;
-        }
-        let finished = done(&message.topic, &payload);
-        seen.push((message.topic.clone(), payload));
-        if finished {
-            return seen;
-        }
-    }
-    panic!("the device never got there; it published {seen:#?}");
+    watch_mqtt(
+        broker.port(),
+        &["home/clock1/#"],
+        |client, topic, payload| {
+            if topic == "home/clock1/ota/version" && payload.contains("\"1.0.0\"") && !pressed {
+                client
+                    .publish("home/clock1/command", QoS::AtLeastOnce, false, "install")
+                    .unwrap();
+                pressed = true;
+            }
+            done(topic, payload)
+        },
+    )
 }
 
 fn boots_into(flash: Vec<u8>) -> (BootTarget, String) {

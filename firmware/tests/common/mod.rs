@@ -39,6 +39,38 @@ pub fn dead_base() -> String {
     format!("http://127.0.0.1:{port}/")
 }
 
+/// Plays the other side of the broker at `port`: subscribes to `topics` and hands
+/// `on_message` every message with a client to answer through, until it returns true.
+/// Returns every message seen; fails the test after a minute.
+pub fn watch_mqtt(
+    port: u16,
+    topics: &[&str],
+    mut on_message: impl FnMut(&rumqttc::Client, &str, &str) -> bool,
+) -> Vec<(String, String)> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let (client, mut events) = Client::new(MqttOptions::new("watcher", "127.0.0.1", port), 64);
+    for topic in topics {
+        client.subscribe(*topic, QoS::AtLeastOnce).unwrap();
+    }
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let Ok(Ok(Event::Incoming(Packet::Publish(message)))) =
+            events.recv_timeout(Duration::from_millis(200))
+        else {
+            continue;
+        };
+        let payload = String::from_utf8_lossy(&message.payload).into_owned();
+        let finished = on_message(&client, &message.topic, &payload);
+        seen.push((message.topic.clone(), payload));
+        if finished {
+            let _ = client.disconnect();
+            return seen;
+        }
+    }
+    panic!("the device never got there; it published {seen:#?}");
+}
+
 /// A device as shipped: 1.0.0 in the factory partition.
 pub fn fresh_device() -> Device {
     Device::provision(layout(), Some(&image("1.0.0")), None).unwrap()
