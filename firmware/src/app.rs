@@ -13,7 +13,7 @@ use ota_core::mqtt::{
     self, Attributes, Command, Device, SourceStatus, State, Status, Topics, UpdateState,
     VersionInfo,
 };
-use ota_core::policy::Decision;
+use ota_core::policy::{self, Decision};
 
 /// Sends one MQTT message; the client behind it queues and reconnects on its own.
 pub trait Publisher: Send + Sync {
@@ -139,16 +139,15 @@ impl App {
                 s.publisher
                     .publish(s.topics.source_status(), status.as_bytes(), true);
             }
-            Some(Ok(command @ (Command::Check | Command::Install))) => {
+            Some(Ok(command @ (Command::Check | Command::Install | Command::Retry))) => {
                 // A second trigger while one runs changes nothing: the running one goes on.
                 if s.busy.swap(true, Ordering::SeqCst) {
                     s.note_error("an update is already running");
                     return;
                 }
                 let shared = Arc::clone(s);
-                let install = command == Command::Install;
                 let handle = std::thread::spawn(move || {
-                    shared.run(install);
+                    shared.run(command);
                     shared.busy.store(false, Ordering::SeqCst);
                 });
                 *lock(&self.worker) = Some(handle);
@@ -204,14 +203,20 @@ impl Shared {
         self.publish_state(idle);
     }
 
-    /// Check, then (with `install`) download, verify and reboot.
-    fn run(&self, install: bool) {
+    /// Check, then (unless `command` is a check) download, verify and reboot.
+    fn run(&self, command: Command) {
         self.publish_status(&Status::new(State::Checking, 0, 0));
         let preferred = Source::preferred(&**lock(&self.store));
-        let offer = match self.updater.check(preferred) {
+        let mut offer = match self.updater.check(preferred) {
             Ok(offer) => offer,
             Err(error) => return self.fail(&error),
         };
+        if command != Command::Retry {
+            let rejected = health::rejected(&**lock(&self.store));
+            offer.decision =
+                policy::after_rollback(offer.decision, &offer.manifest.version, rejected.as_ref());
+        }
+        let install = command != Command::Check;
         self.publish_state(UpdateState::new(self.running.clone()).offering(&offer.manifest));
         match &offer.decision {
             Decision::Current => return self.fail(&UpdateError::Current),

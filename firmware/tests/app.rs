@@ -11,7 +11,7 @@ use ota_core::engine::health::{self, Outcome};
 use ota_core::engine::{Control, Installed, Offer, Source, Store, UpdateError};
 use ota_core::manifest::FORMAT;
 use ota_core::mqtt::{Device, Topics};
-use ota_core::policy::Decision;
+use ota_core::policy::{Decision, Rejected};
 use ota_core::{Chip, Manifest, Sha256};
 use wordclock::app::{App, Publisher, Updater};
 
@@ -313,4 +313,36 @@ fn a_rollback_is_published_after_reconnecting() {
         2,
         "the reason stays in the retained attributes"
     );
+}
+
+#[test]
+fn a_release_rolled_back_here_is_not_installed_again_unless_retried() {
+    let mut store = MemoryStore::default();
+    let rejected = Rejected {
+        version: "2.0.0".parse().unwrap(),
+        reason: "mqtt: not healthy within 30 s".into(),
+    };
+    store.set(
+        health::REJECTED_KEY,
+        &serde_json::to_vec(&rejected).unwrap(),
+    );
+    let rig = rig(Decision::Update, store);
+
+    rig.send("home/clock1/command", "install");
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.states(), ["checking", "error"]);
+    let error: serde_json::Value =
+        serde_json::from_str(rig.recorder.on("home/clock1/ota/progress").last().unwrap()).unwrap();
+    assert_eq!(
+        error["reason"],
+        "refused: 2.0.0 was rolled back on this device (mqtt: not healthy within 30 s); \
+         send `retry` to install it anyway"
+    );
+
+    rig.send("home/clock1/command", "retry");
+    rig.tick(10);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.states().last().unwrap(), "rebooting");
 }

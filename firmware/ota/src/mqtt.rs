@@ -185,6 +185,8 @@ pub enum Command {
     Check,
     /// Check, and install if the manifest is newer and trusted.
     Install,
+    /// Install even the release this device rolled back before, which `Install` refuses.
+    Retry,
     /// Stop a running download; the running slot stays as it is.
     Cancel,
     /// Prefer this source from now on.
@@ -194,10 +196,11 @@ pub enum Command {
 /// The words [`parse_command`] takes, ignoring ASCII case: ours first, then the existing
 /// fleet's (`ota_check_update`, `ota_start_update`, `ota_cancel_update` and their
 /// `check_ota_update` spellings), so old dashboards and scripts keep working.
-const WORDS: [(&str, Command); 10] = [
+const WORDS: [(&str, Command); 11] = [
     ("check", Command::Check),
     ("install", Command::Install),
     ("update", Command::Install),
+    ("retry", Command::Retry),
     ("cancel", Command::Cancel),
     ("ota_check_update", Command::Check),
     ("check_ota_update", Command::Check),
@@ -220,7 +223,7 @@ pub enum PayloadError {
     Empty,
     #[error("the payload is not a valid JSON command: {0}")]
     Json(String),
-    #[error("unknown command `{0}`: expected check, install (or update) or cancel")]
+    #[error("unknown command `{0}`: expected check, install (or update), retry or cancel")]
     UnknownCommand(String),
     #[error("unknown source `{0}`: expected github, r2 or cloudflare")]
     UnknownSource(String),
@@ -241,7 +244,7 @@ struct JsonSource {
     source: String,
 }
 
-/// Reads a `command` payload: `check`, `install` or `update`, `cancel`, or the existing
+/// Reads a `command` payload: `check`, `install` or `update`, `retry`, `cancel`, or the existing
 /// fleet's `ota_check_update`, `ota_start_update`, `ota_cancel_update` (also spelled
 /// `check_ota_update` ...), in any ASCII case with surrounding whitespace ignored; or the
 /// same word as `{"action": word}` (the fleet's `{"command": word}` too).

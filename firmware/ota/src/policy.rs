@@ -1,7 +1,10 @@
 //! The update decision: given what a device runs and a manifest, update, stay, or refuse
 //! with a reason the device can report.
 
+use alloc::string::String;
 use core::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::{PublicKey, SignatureError};
 use crate::{Chip, Manifest, Version};
@@ -39,6 +42,38 @@ pub enum Refusal {
         "the release's secure_version {offered} is below the running {running}: the bootloader would refuse it"
     )]
     SecureVersion { running: u32, offered: u32 },
+    #[error(
+        "{version} was rolled back on this device ({reason}); send `retry` to install it anyway"
+    )]
+    RolledBack { version: Version, reason: String },
+}
+
+/// The release this device last rolled back, and why; kept across reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub version: Version,
+    pub reason: String,
+}
+
+/// Refuses an update to the release this device already rolled back, unless the user
+/// asked to retry it: installing it again unasked is how a fleet loops on an update that
+/// never sticks. A newer release is offered as usual.
+pub fn after_rollback(
+    decision: Decision,
+    offered: &Version,
+    rejected: Option<&Rejected>,
+) -> Decision {
+    match (decision, rejected) {
+        (Decision::Update, Some(rejected))
+            if offered.precedence(&rejected.version) == Ordering::Equal =>
+        {
+            Decision::Refuse(Refusal::RolledBack {
+                version: rejected.version.clone(),
+                reason: rejected.reason.clone(),
+            })
+        }
+        (decision, _) => decision,
+    }
 }
 
 /// Decides what to do with `manifest`. The signature is checked first: nothing in an

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ota_core::engine::SlotError;
 use ota_core::engine::health::{self, BootSlot, Clock, HealthCheck, Outcome, Poll};
+use ota_core::policy::Rejected;
 use support::FakeStore;
 
 #[derive(Default)]
@@ -119,6 +120,11 @@ fn all_checks_passing_keeps_the_image_and_the_outcome_until_reported() {
         })
     );
     assert!(boot.valid && !boot.invalid);
+    assert_eq!(
+        health::rejected(&store),
+        None,
+        "a healthy release is not held back"
+    );
     assert_eq!(health::pending_outcome(&store), outcome);
     assert_eq!(
         health::pending_outcome(&store),
@@ -160,6 +166,14 @@ fn a_failing_check_rolls_back_with_its_reason() {
     assert_eq!(never_run.polls, 0);
     // The previous image, booted again, finds the reason.
     assert_eq!(health::pending_outcome(&store), Some(expected));
+    // And it keeps the release from being installed again unasked.
+    assert_eq!(
+        health::rejected(&store),
+        Some(Rejected {
+            version: version(),
+            reason: "leds: LED driver did not answer on I2C".into(),
+        })
+    );
 }
 
 #[test]

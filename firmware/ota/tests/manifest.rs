@@ -5,7 +5,7 @@
 use ota_core::manifest::{
     DOMAIN, KeyId, MAX_MANIFEST_LEN, ManifestError, PublicKey, SecretKey, SignatureError,
 };
-use ota_core::policy::{Decision, Refusal, Running, decide};
+use ota_core::policy::{Decision, Refusal, Rejected, Running, after_rollback, decide};
 use ota_core::{Chip, Manifest, Sha256, Version};
 use proptest::prelude::*;
 
@@ -434,6 +434,52 @@ fn policy_updates_stays_or_refuses_with_a_reason() {
     assert_eq!(
         refusal.to_string(),
         "the release's secure_version 2 is below the running 3: the bootloader would refuse it"
+    );
+}
+
+#[test]
+fn a_release_rolled_back_on_this_device_is_refused_until_a_newer_one_comes() {
+    let rejected = Rejected {
+        version: v("2.9.0"),
+        reason: "mqtt: not healthy within 30 s".into(),
+    };
+    let refused = Decision::Refuse(Refusal::RolledBack {
+        version: v("2.9.0"),
+        reason: "mqtt: not healthy within 30 s".into(),
+    });
+    assert_eq!(
+        after_rollback(Decision::Update, &v("2.9.0"), Some(&rejected)),
+        refused
+    );
+    assert_eq!(
+        after_rollback(Decision::Update, &v("2.9.0+rebuilt"), Some(&rejected)),
+        refused,
+        "build metadata does not make it another release"
+    );
+    assert_eq!(
+        after_rollback(Decision::Update, &v("2.9.1"), Some(&rejected)),
+        Decision::Update
+    );
+    assert_eq!(
+        after_rollback(Decision::Update, &v("2.9.0"), None),
+        Decision::Update
+    );
+    let refusal = Decision::Refuse(Refusal::Downgrade {
+        running: v("3.0.0"),
+        offered: v("2.9.0"),
+    });
+    assert_eq!(
+        after_rollback(refusal.clone(), &v("2.9.0"), Some(&rejected)),
+        refusal,
+        "other verdicts stand"
+    );
+    let Decision::Refuse(why) = refused else {
+        unreachable!()
+    };
+    assert_eq!(
+        why.to_string(),
+        "2.9.0 was rolled back on this device (mqtt: not healthy within 30 s); \
+         send `retry` to install it anyway"
     );
 }
 

@@ -46,7 +46,7 @@ fn json(text: &str) -> Value {
 }
 
 /// Every spelling `command` accepts, and what it means.
-const SPELLINGS: [(&str, Command); 10] = [
+const SPELLINGS: [(&str, Command); 11] = [
     ("check", Command::Check),
     ("ota_check_update", Command::Check),
     ("check_ota_update", Command::Check),
@@ -54,6 +54,7 @@ const SPELLINGS: [(&str, Command); 10] = [
     ("update", Command::Install),
     ("ota_start_update", Command::Install),
     ("start_ota_update", Command::Install),
+    ("retry", Command::Retry),
     ("cancel", Command::Cancel),
     ("ota_cancel_update", Command::Cancel),
     ("cancel_ota_update", Command::Cancel),
@@ -386,7 +387,7 @@ fn a_malformed_payload_becomes_an_error_status() {
     let error = parse_command(b"reboot").unwrap_err();
     assert_eq!(
         Status::error(&error).to_json(),
-        r#"{"state":"error","progress":0,"bytes":0,"reason":"unknown command `reboot`: expected check, install (or update) or cancel"}"#
+        r#"{"state":"error","progress":0,"bytes":0,"reason":"unknown command `reboot`: expected check, install (or update), retry or cancel"}"#
     );
     let error = parse_source(b"s3").unwrap_err();
     assert_eq!(

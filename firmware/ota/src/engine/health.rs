@@ -8,9 +8,12 @@ use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ports::{SlotError, Store};
+use crate::policy::Rejected;
 
 /// Where the outcome waits to be reported, across the reboot.
 pub const OUTCOME_KEY: &str = "ota_outcome";
+/// Where the last rolled-back release is kept, so it is not installed again unasked.
+pub const REJECTED_KEY: &str = "ota_rejected";
 /// How often a pending check is asked again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
@@ -69,12 +72,19 @@ pub fn after_boot(
     if !boot.pending_verify() {
         return Ok(None);
     }
-    let version = format!("{version}");
     for check in checks.iter_mut() {
         if let Err(why) = run(&mut **check, clock) {
+            let reason = format!("{}: {why}", check.name());
+            let rejected = Rejected {
+                version: version.clone(),
+                reason: reason.clone(),
+            };
+            if let Ok(json) = serde_json::to_vec(&rejected) {
+                store.set(REJECTED_KEY, &json);
+            }
             let outcome = Outcome::RolledBack {
-                version,
-                reason: format!("{}: {why}", check.name()),
+                version: format!("{version}"),
+                reason,
             };
             // Stored first: after the reboot, the previous image reports it.
             remember(store, &outcome);
@@ -83,7 +93,9 @@ pub fn after_boot(
         }
     }
     boot.mark_valid()?;
-    let outcome = Outcome::Confirmed { version };
+    let outcome = Outcome::Confirmed {
+        version: format!("{version}"),
+    };
     remember(store, &outcome);
     Ok(Some(outcome))
 }
@@ -114,6 +126,11 @@ fn remember(store: &mut dyn Store, outcome: &Outcome) {
 /// device is connected, then clear it, so a failed publish does not lose it.
 pub fn pending_outcome(store: &dyn Store) -> Option<Outcome> {
     serde_json::from_slice(&store.get(OUTCOME_KEY)?).ok()
+}
+
+/// The release this device last rolled back, for [`crate::policy::after_rollback`].
+pub fn rejected(store: &dyn Store) -> Option<Rejected> {
+    serde_json::from_slice(&store.get(REJECTED_KEY)?).ok()
 }
 
 /// The outcome was reported: forget it.
