@@ -10,5 +10,7 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod app;
+pub mod health;
+pub mod session;
 #[cfg(not(target_os = "espidf"))]
 pub mod sim;

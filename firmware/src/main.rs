@@ -18,11 +18,12 @@ fn main() -> std::process::ExitCode {
 mod host {
     use std::path::PathBuf;
     use std::process::ExitCode;
+    use std::time::Duration;
 
     use clap::Parser;
-    use ota_core::Version;
     use ota_core::engine::{Sources, Timeouts};
     use ota_core::manifest::PublicKey;
+    use wordclock::sim::board::Fault;
     use wordclock::sim::run::{self, Ended, Settings};
 
     /// The word clock as a simulated device: its flash in a file, real HTTP and MQTT.
@@ -57,9 +58,13 @@ mod host {
         /// The public keys the firmware trusts, one ed25519:<hex> per line
         #[arg(long, value_name = "FILE", default_value = "firmware/trusted-keys.txt")]
         trusted_keys: PathBuf,
-        /// Fault switch: this version fails its health check, so it is rolled back
-        #[arg(long, value_name = "VERSION")]
-        fail_health: Option<Version>,
+        /// How long each health check may take after an update
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        health_deadline: u64,
+        /// Fault switch: this version breaks this part of the clock (network, mqtt, rtc
+        /// or leds), so it fails that health check and is rolled back
+        #[arg(long, value_name = "VERSION:CHECK")]
+        fail_health: Option<Fault>,
         /// Fault switch: cut the power after this many more flash bytes
         #[arg(long, value_name = "BYTES")]
         power_cut_after: Option<u64>,
@@ -104,7 +109,8 @@ mod host {
             },
             trusted,
             timeouts: Timeouts::default(),
-            fail_health: args.fail_health,
+            health_deadline: Duration::from_secs(args.health_deadline),
+            fault: args.fail_health,
             power_cut_after: args.power_cut_after,
             boots: args.boots,
         })

@@ -14,6 +14,7 @@ use ota_core::mqtt::{Device, Topics};
 use ota_core::policy::{Decision, Rejected};
 use ota_core::{Chip, Manifest, Sha256};
 use wordclock::app::{App, Publisher, Updater};
+use wordclock::session::Session;
 
 /// Every message published, in order.
 #[derive(Default)]
@@ -345,4 +346,40 @@ fn a_release_rolled_back_here_is_not_installed_again_unless_retried() {
     rig.app.wait_idle();
     assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
     assert_eq!(rig.states().last().unwrap(), "rebooting");
+}
+
+#[test]
+fn the_session_greets_the_app_once_per_connection_whichever_comes_first() {
+    let subscribed = Mutex::new(Vec::new());
+    let subscribe = |topic: &str| subscribed.lock().unwrap().push(topic.to_owned());
+
+    // Connected while the health checks still run: the app greets when it is attached.
+    let Rig { app, recorder, .. } = rig(Decision::Update, MemoryStore::default());
+    let session = Session::default();
+    session.on_message("home/clock1/command", b"install"); // no app yet: dropped
+    session.on_connected(&subscribe);
+    assert!(session.is_connected());
+    assert!(recorder.0.lock().unwrap().is_empty());
+    session.attach(app, &subscribe);
+    assert_eq!(
+        *subscribed.lock().unwrap(),
+        ["home/clock1/command", "home/clock1/ota/source/set"]
+    );
+    assert_eq!(recorder.on("home/clock1/ota/version").len(), 1);
+
+    // Lost and back: greeted again, as every reconnect is.
+    session.on_disconnected();
+    assert!(!session.is_connected());
+    session.on_connected(&subscribe);
+    assert_eq!(recorder.on("home/clock1/ota/version").len(), 2);
+    assert_eq!(subscribed.lock().unwrap().len(), 4);
+    session.detach().unwrap().wait_idle();
+
+    // Attached first: nothing until the broker accepts the session.
+    let Rig { app, recorder, .. } = rig(Decision::Update, MemoryStore::default());
+    let session = Session::default();
+    session.attach(app, &subscribe);
+    assert!(recorder.0.lock().unwrap().is_empty());
+    session.on_connected(&subscribe);
+    assert_eq!(recorder.on("home/clock1/ota/version").len(), 1);
 }

@@ -15,6 +15,7 @@ use ota_core::otadata::{BootTarget, Slot};
 use rumqttc::QoS;
 use testkit::{FileServer, MqttBroker};
 use wordclock::app::App;
+use wordclock::session::Session;
 use wordclock::sim;
 use wordclock::sim::updater::SimUpdater;
 
@@ -45,18 +46,20 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
         manufacturer: None,
         sw_version: booted.version.clone(),
     };
-    let app = Arc::new(App::new(
+    let app = App::new(
         topics,
         ha_device,
         Arc::new(publisher.clone()),
         updater.clone(),
         Box::new(MemoryStore::default()),
-    ));
+    );
+    let session = Arc::new(Session::default());
+    session.attach(app, &|topic| publisher.subscribe(topic));
     let stop = Arc::new(AtomicBool::new(false));
     let device_loop = {
-        let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+        let (session, stop) = (Arc::clone(&session), Arc::clone(&stop));
         std::thread::spawn(move || {
-            sim::mqtt::run(&app, &publisher, connection, &|| {
+            sim::mqtt::run(&session, &publisher, connection, &|| {
                 stop.load(Ordering::SeqCst)
             })
         })
@@ -81,7 +84,7 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
     );
     stop.store(true, Ordering::SeqCst);
     // "rebooting" is published just before the reboot is asked for.
-    app.wait_idle();
+    session.detach().unwrap().wait_idle();
     let progress: Vec<&str> = seen
         .iter()
         .filter(|(t, _)| t == "home/clock1/ota/progress")

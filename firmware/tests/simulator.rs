@@ -117,24 +117,83 @@ fn an_install_over_mqtt_reboots_the_simulator_into_the_new_version() {
 }
 
 #[test]
-fn a_version_that_fails_its_health_check_is_rolled_back_and_says_why() {
+fn a_version_that_breaks_mqtt_is_rolled_back_says_why_and_is_not_installed_again() {
     let broker = MqttBroker::start();
     let release = Release::v2();
     let r2 = FileServer::start(&[
         ("version.json", &release.manifest.to_json()),
         (V2_FILE, &release.image),
     ]);
-    let sim = start(&release, &r2, &broker, &["--fail-health", "2.0.0"]);
-    let seen = watch(&broker, |topic, payload| {
-        topic == "home/clock1/ota/attributes" && payload.contains("rollback_reason")
-    });
-    let reason = &seen.last().unwrap().1;
+    // 2.0.0 cannot reach the broker: the fleet's old firmware would have kept it, and
+    // lost the device to MQTT for good.
+    let sim = start(
+        &release,
+        &r2,
+        &broker,
+        &["--fail-health", "2.0.0:mqtt", "--health-deadline", "3"],
+    );
+    let mut phase = 0;
+    let mut reason = String::new();
+    watch_mqtt(
+        broker.port(),
+        &["home/clock1/#"],
+        |client, topic, payload| {
+            let install = || {
+                client
+                    .publish("home/clock1/command", QoS::AtLeastOnce, false, "install")
+                    .unwrap()
+            };
+            match phase {
+                0 if topic == "home/clock1/ota/version" && payload.contains("\"1.0.0\"") => {
+                    install();
+                    phase = 1;
+                }
+                // 1.0.0 again, saying why: then HA presses install once more.
+                1 if topic == "home/clock1/ota/attributes"
+                    && payload.contains("rollback_reason") =>
+                {
+                    reason = payload.to_owned();
+                    install();
+                    phase = 2;
+                }
+                2 if topic == "home/clock1/ota/progress" && payload.contains("\"error\"") => {
+                    assert!(
+                        payload.contains(
+                            "refused: 2.0.0 was rolled back on this device (mqtt: not healthy \
+                             within 3 s: no session with the broker)"
+                        ),
+                        "{payload}"
+                    );
+                    return true;
+                }
+                _ => {}
+            }
+            false
+        },
+    );
     assert!(
-        reason.contains("2.0.0 rolled back: self-test: the fault switch failed it"),
+        reason.contains(
+            "2.0.0 rolled back: mqtt: not healthy within 3 s: no session with the broker"
+        ),
         "{reason}"
     );
     let flash = sim.stop();
     assert_eq!(boots_into(flash), (BootTarget::Factory, "1.0.0".to_owned()));
+}
+
+#[test]
+fn the_fault_switch_names_a_version_and_a_check() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wordclock"))
+        .args(["--flash", "f", "--github", "g", "--r2", "r"])
+        .args(["--fail-health", "2.0.0:wifi"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown check `wifi`: expected one of network, mqtt, rtc, leds"),
+        "{stderr}"
+    );
 }
 
 impl Sim {

@@ -56,6 +56,7 @@ struct Check {
     pending: u32,
     result: Result<(), String>,
     polls: u32,
+    waiting: Option<String>,
 }
 
 impl Check {
@@ -66,6 +67,7 @@ impl Check {
             pending,
             result: result.map_err(str::to_owned),
             polls: 0,
+            waiting: None,
         }
     }
 }
@@ -86,6 +88,10 @@ impl HealthCheck for Check {
         } else {
             Poll::Ready(self.result.clone())
         }
+    }
+
+    fn waiting_for(&self) -> Option<String> {
+        self.waiting.clone()
     }
 }
 
@@ -196,6 +202,22 @@ fn a_check_pending_past_its_deadline_rolls_back() {
         })
     );
     assert!(clock.now() >= Duration::from_secs(30) && clock.now() < Duration::from_secs(31));
+
+    // A check that knows what it waits for says so.
+    let mut boot = FakeBoot {
+        pending: true,
+        ..FakeBoot::default()
+    };
+    let mut rtc = Check::new("rtc", u32::MAX, Ok(()));
+    rtc.waiting = Some("the RTC reads 1970-01-01: never set".into());
+    health::after_boot(&version(), &mut boot, &mut [&mut rtc], &clock, &mut store).unwrap();
+    assert_eq!(
+        health::pending_outcome(&store),
+        Some(Outcome::RolledBack {
+            version: "2.9.0".into(),
+            reason: "rtc: not healthy within 10 s: the RTC reads 1970-01-01: never set".into()
+        })
+    );
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! The simulated device's MQTT client: the app's [`Publisher`], and the loop that feeds
-//! the app what the broker delivers.
+//! the session what the broker delivers.
 
 use std::time::Duration;
 
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 
-use crate::app::{App, Publisher};
+use crate::app::Publisher;
+use crate::session::Session;
 
 /// Publishes through a rumqttc client, which queues while it reconnects.
 #[derive(Clone)]
@@ -23,6 +24,13 @@ impl Publisher for MqttPublisher {
         let _ = self
             .0
             .try_publish(topic, QoS::AtLeastOnce, retain, payload.to_vec());
+    }
+}
+
+impl MqttPublisher {
+    /// Asks for `topic`'s messages; queued like a publish while the client reconnects.
+    pub fn subscribe(&self, topic: &str) {
+        let _ = self.0.try_subscribe(topic, QoS::AtLeastOnce);
     }
 }
 
@@ -45,10 +53,10 @@ pub fn connect(
     (MqttPublisher(client), connection)
 }
 
-/// Runs the connection: on every (re)connection subscribe and let the app publish its
-/// state; hand every message to the app. Returns soon after `stop` says so.
+/// Runs the connection: every (re)connection and message goes to the session, which
+/// hands them to the app once it is attached. Returns soon after `stop` says so.
 pub fn run(
-    app: &App,
+    session: &Session,
     publisher: &MqttPublisher,
     mut connection: Connection,
     stop: &dyn Fn() -> bool,
@@ -56,16 +64,16 @@ pub fn run(
     while !stop() {
         match connection.recv_timeout(Duration::from_millis(100)) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                for topic in app.subscriptions() {
-                    let _ = publisher.0.try_subscribe(topic, QoS::AtLeastOnce);
-                }
-                app.on_connect();
+                session.on_connected(&|topic| publisher.subscribe(topic));
             }
             Ok(Ok(Event::Incoming(Packet::Publish(message)))) => {
-                app.on_message(&message.topic, &message.payload)
+                session.on_message(&message.topic, &message.payload)
             }
             // The client reconnects by itself on the next call; don't spin meanwhile.
-            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(200)),
+            Ok(Err(_)) => {
+                session.on_disconnected();
+                std::thread::sleep(Duration::from_millis(200));
+            }
             Ok(Ok(_)) | Err(_) => {}
         }
     }

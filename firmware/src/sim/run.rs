@@ -6,19 +6,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ota_core::Version;
-use ota_core::engine::health::{self, BootSlot as _, Clock, HealthCheck, Outcome, Poll};
+use ota_core::engine::health::{self, BootSlot as _, Clock, Outcome};
 use ota_core::engine::{Config, Engine, Sources, Timeouts};
 use ota_core::manifest::PublicKey;
 use ota_core::mqtt::{Device as HaDevice, Topics};
 use ota_core::policy::Running;
 
-use super::device::Device;
+use super::board::{Fault, SimLeds, SimRtc};
+use super::device::{Booted, Device};
 use super::flash::Flash;
 use super::layout::Layout;
 use super::store::FileStore;
 use super::updater::SimUpdater;
 use crate::app::App;
+use crate::health::{Check, LedCheck, RtcCheck, Until};
+use crate::session::Session;
 
 /// How the simulated device is set up, and its fault switches.
 #[derive(Debug, Clone)]
@@ -34,8 +36,10 @@ pub struct Settings {
     pub sources: Sources,
     pub trusted: Vec<PublicKey>,
     pub timeouts: Timeouts,
-    /// Fault switch: this version fails its health check after the update.
-    pub fail_health: Option<Version>,
+    /// How long each health check may take after an update.
+    pub health_deadline: Duration,
+    /// Fault switch: this version breaks this part of the clock, so it fails its check.
+    pub fault: Option<Fault>,
     /// Fault switch: the power goes after this many more flash bytes.
     pub power_cut_after: Option<u64>,
     /// Stop after this many boots (tests); run on otherwise.
@@ -49,29 +53,6 @@ pub enum Ended {
     Boots(usize),
     /// The power-cut switch fired; the flash file holds what was written until then.
     PowerCut,
-}
-
-/// One health check standing for the firmware's self-test; fails for the switched version.
-struct SelfTest {
-    fails: bool,
-}
-
-impl HealthCheck for SelfTest {
-    fn name(&self) -> &str {
-        "self-test"
-    }
-
-    fn deadline(&self) -> Duration {
-        Duration::from_secs(5)
-    }
-
-    fn poll(&mut self) -> Poll {
-        Poll::Ready(if self.fails {
-            Err("the fault switch failed it".to_owned())
-        } else {
-            Ok(())
-        })
-    }
 }
 
 struct SystemClock(Instant);
@@ -141,79 +122,60 @@ pub fn run(settings: &Settings) -> Result<Ended, String> {
         };
         eprintln!("boot {boots}: {:?} runs {}", booted.target, booted.version);
         let mut store = FileStore::open(store_path.clone());
-        {
-            let mut slots = device.slots(booted.target);
-            if slots.pending_verify() {
-                let mut self_test = SelfTest {
-                    fails: settings.fail_health.as_ref() == Some(&booted.version),
-                };
-                let outcome = health::after_boot(
-                    &booted.version,
-                    &mut slots,
-                    &mut [&mut self_test],
-                    &SystemClock(Instant::now()),
-                    &mut store,
-                )
-                .map_err(|e| e.0)?;
-                if let Some(Outcome::RolledBack { reason, .. }) = outcome {
-                    eprintln!("rolled back: {reason}");
-                    save(&settings.flash, &device.flash)?;
-                    continue;
-                }
-            }
-        }
-        if device.flash.power_is_cut() {
-            return power_cut(settings, &device);
-        }
-        save(&settings.flash, &device.flash)?;
-
         let shared = Arc::new(Mutex::new(device));
-        let engine = Engine::new(Config {
-            sources: settings.sources.clone(),
-            trusted: settings.trusted.clone(),
-            running: Running {
-                version: booted.version.clone(),
-                secure_version: booted.secure_version,
-                chip: booted.chip,
-            },
-            timeouts: settings.timeouts,
-        });
         let updater = Arc::new(
-            SimUpdater::new(engine, Arc::clone(&shared), booted.target)
-                .map_err(|e| e.to_string())?,
+            SimUpdater::new(
+                engine(settings, &booted),
+                Arc::clone(&shared),
+                booted.target,
+            )
+            .map_err(|e| e.to_string())?,
         );
+        let breaks = |check| Fault::breaks(settings.fault.as_ref(), &booted.version, check);
+        // A build that broke MQTT: its settings name a port where no broker listens.
+        let port = match breaks(Check::Mqtt) {
+            true => unused_port()?,
+            false => settings.broker.1,
+        };
         let (publisher, connection) = super::mqtt::connect(
             &settings.device_id,
             &settings.broker.0,
-            settings.broker.1,
+            port,
             topics.availability(),
         );
-        let ha = HaDevice {
-            name: "Word clock".into(),
-            model: "ESP32-S3 (simulated)".into(),
-            manufacturer: None,
-            sw_version: booted.version.clone(),
-        };
-        let app = App::new(
-            topics.clone(),
-            ha,
-            Arc::new(publisher.clone()),
-            updater.clone(),
-            Box::new(store),
-        );
-        let restart = AtomicBool::new(false);
-        super::mqtt::run(&app, &publisher, connection, &|| {
-            let lost_power = shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .flash
-                .power_is_cut();
-            let wanted = updater.reboots() > 0 || lost_power;
-            restart.store(wanted, Ordering::SeqCst);
-            wanted
+        let session = Session::default();
+        let give_up = AtomicBool::new(false);
+        // The client runs from boot on: the health check waits for its session.
+        let verdict = std::thread::scope(|scope| {
+            let client = scope.spawn(|| {
+                super::mqtt::run(&session, &publisher, connection, &|| {
+                    // try_lock: the health checks hold the device while they run.
+                    let lost_power = shared
+                        .try_lock()
+                        .is_ok_and(|device| device.flash.power_is_cut());
+                    give_up.load(Ordering::SeqCst) || updater.reboots() > 0 || lost_power
+                });
+            });
+            let verdict = prove_health(settings, &booted, &shared, &session, &mut store, breaks);
+            if let Ok(Health::Kept) = verdict {
+                let app = App::new(
+                    topics.clone(),
+                    ha_device(&booted),
+                    Arc::new(publisher.clone()),
+                    updater.clone(),
+                    Box::new(store),
+                );
+                session.attach(app, &|topic| publisher.subscribe(topic));
+            } else {
+                give_up.store(true, Ordering::SeqCst);
+            }
+            let _ = client.join();
+            verdict
         });
-        app.wait_idle();
-        drop(app);
+        // The app asked for a reboot (or the health checks for a rollback): its work ends.
+        if let Some(app) = session.detach() {
+            app.wait_idle();
+        }
         drop(updater);
         device = Arc::try_unwrap(shared)
             .map_err(|_| "the device is still in use after the app stopped".to_owned())?
@@ -223,10 +185,98 @@ pub fn run(settings: &Settings) -> Result<Ended, String> {
             return power_cut(settings, &device);
         }
         save(&settings.flash, &device.flash)?;
-        if !restart.load(Ordering::SeqCst) {
-            return Err("the MQTT connection ended".to_owned());
-        }
+        verdict?;
     }
+}
+
+/// What the health checks made of the booted image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// Healthy, or not on probation: the app runs.
+    Kept,
+    /// Marked invalid: the next boot starts the previous image.
+    RolledBack,
+}
+
+/// On probation after an update: the clock's checks, each with the deadline, against
+/// the host's network (and the fault switch), the real broker session, the host's clock
+/// as RTC and a simulated LED driver.
+fn prove_health(
+    settings: &Settings,
+    booted: &Booted,
+    device: &Mutex<Device>,
+    session: &Session,
+    store: &mut FileStore,
+    breaks: impl Fn(Check) -> bool,
+) -> Result<Health, String> {
+    let mut device = device.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut slots = device.slots(booted.target);
+    if !slots.pending_verify() {
+        return Ok(Health::Kept);
+    }
+    let deadline = settings.health_deadline;
+    let network_up = !breaks(Check::Network);
+    let mut network = Until::new(
+        Check::Network,
+        deadline,
+        "not joined to the network",
+        || network_up,
+    );
+    let mut mqtt = Until::new(Check::Mqtt, deadline, "no session with the broker", || {
+        session.is_connected()
+    });
+    let mut rtc = RtcCheck::new(SimRtc::new(breaks(Check::Rtc)), deadline);
+    let mut leds = LedCheck::new(
+        SimLeds {
+            broken: breaks(Check::Leds),
+        },
+        deadline,
+    );
+    let outcome = health::after_boot(
+        &booted.version,
+        &mut slots,
+        &mut [&mut network, &mut mqtt, &mut rtc, &mut leds],
+        &SystemClock(Instant::now()),
+        store,
+    )
+    .map_err(|e| e.0)?;
+    Ok(match outcome {
+        Some(Outcome::RolledBack { reason, .. }) => {
+            eprintln!("rolled back: {reason}");
+            Health::RolledBack
+        }
+        Some(Outcome::Confirmed { .. }) | None => Health::Kept,
+    })
+}
+
+fn engine(settings: &Settings, booted: &Booted) -> Engine {
+    Engine::new(Config {
+        sources: settings.sources.clone(),
+        trusted: settings.trusted.clone(),
+        running: Running {
+            version: booted.version.clone(),
+            secure_version: booted.secure_version,
+            chip: booted.chip,
+        },
+        timeouts: settings.timeouts,
+    })
+}
+
+fn ha_device(booted: &Booted) -> HaDevice {
+    HaDevice {
+        name: "Word clock".into(),
+        model: "ESP32-S3 (simulated)".into(),
+        manufacturer: None,
+        sw_version: booted.version.clone(),
+    }
+}
+
+/// A loopback port nobody listens on (bound, then let go).
+fn unused_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
 fn power_cut(settings: &Settings, device: &Device) -> Result<Ended, String> {

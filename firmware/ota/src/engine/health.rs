@@ -49,6 +49,10 @@ pub trait HealthCheck {
     /// How long the check may stay pending before the image is judged unhealthy.
     fn deadline(&self) -> Duration;
     fn poll(&mut self) -> Poll;
+    /// What a pending check still waits for, to say why it missed its deadline.
+    fn waiting_for(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What happened to a new image, kept until it has been reported.
@@ -106,10 +110,11 @@ fn run(check: &mut dyn HealthCheck, clock: &dyn Clock) -> Result<(), String> {
         match check.poll() {
             Poll::Ready(result) => return result,
             Poll::Pending if clock.now().saturating_sub(started) >= check.deadline() => {
-                return Err(format!(
-                    "not healthy within {} s",
-                    check.deadline().as_secs()
-                ));
+                let within = format!("not healthy within {} s", check.deadline().as_secs());
+                return Err(match check.waiting_for() {
+                    Some(what) => format!("{within}: {what}"),
+                    None => within,
+                });
             }
             Poll::Pending => clock.sleep(POLL_EVERY),
         }

@@ -1,0 +1,246 @@
+//! The clock's own health checks after an update (network, MQTT, RTC, LEDs) over small
+//! driver traits that the chip and the simulator implement, so that what each check
+//! accepts is decided, and tested, here.
+
+use std::fmt;
+use std::time::Duration;
+
+use ota_core::engine::health::{HealthCheck, Poll};
+
+/// The checks a new image must pass, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Network,
+    Mqtt,
+    Rtc,
+    Leds,
+}
+
+impl Check {
+    pub const ALL: [Check; 4] = [Check::Network, Check::Mqtt, Check::Rtc, Check::Leds];
+
+    /// The name the check's reasons start with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Network => "network",
+            Check::Mqtt => "mqtt",
+            Check::Rtc => "rtc",
+            Check::Leds => "leds",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Passes once a condition holds, such as "the station has an address" or "the broker
+/// accepted our session"; until then it waits, up to its deadline.
+pub struct Until<F> {
+    check: Check,
+    deadline: Duration,
+    waiting_for: &'static str,
+    holds: F,
+}
+
+impl<F> fmt::Debug for Until<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Until")
+            .field("check", &self.check)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: FnMut() -> bool> Until<F> {
+    pub fn new(check: Check, deadline: Duration, waiting_for: &'static str, holds: F) -> Self {
+        Until {
+            check,
+            deadline,
+            waiting_for,
+            holds,
+        }
+    }
+}
+
+impl<F: FnMut() -> bool> HealthCheck for Until<F> {
+    fn name(&self) -> &str {
+        self.check.name()
+    }
+
+    fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    fn poll(&mut self) -> Poll {
+        if (self.holds)() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn waiting_for(&self) -> Option<String> {
+        Some(self.waiting_for.to_owned())
+    }
+}
+
+/// The clock's time source.
+pub trait Rtc {
+    /// Whole seconds since the Unix epoch, UTC.
+    fn read(&mut self) -> Result<u64, String>;
+}
+
+/// No clock set in earnest reads earlier than this (2025-01-01T00:00:00Z): an RTC that
+/// lost its battery, or system time that SNTP never set, reads 1970 or 2000.
+pub const EARLIEST: u64 = 1_735_689_600;
+
+/// Passes when the RTC reads a plausible time and then moves forward: a clock that was
+/// never set, or stands still, fails at the deadline and says which.
+#[derive(Debug)]
+pub struct RtcCheck<R> {
+    rtc: R,
+    deadline: Duration,
+    /// The first plausible reading, to see the clock advance from.
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+impl<R: Rtc> RtcCheck<R> {
+    pub fn new(rtc: R, deadline: Duration) -> Self {
+        RtcCheck {
+            rtc,
+            deadline,
+            first: None,
+            last: None,
+        }
+    }
+}
+
+impl<R: Rtc> HealthCheck for RtcCheck<R> {
+    fn name(&self) -> &str {
+        Check::Rtc.name()
+    }
+
+    fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    fn poll(&mut self) -> Poll {
+        let now = match self.rtc.read() {
+            Ok(now) => now,
+            Err(e) => return Poll::Ready(Err(format!("cannot read the RTC: {e}"))),
+        };
+        self.last = Some(now);
+        if now < EARLIEST {
+            // Not set yet: SNTP may still answer within the deadline.
+            return Poll::Pending;
+        }
+        match self.first {
+            Some(first) if now > first => Poll::Ready(Ok(())),
+            // Set backwards (SNTP corrected it): watch it advance from here.
+            Some(first) if now < first => {
+                self.first = Some(now);
+                Poll::Pending
+            }
+            Some(_) => Poll::Pending,
+            None => {
+                self.first = Some(now);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn waiting_for(&self) -> Option<String> {
+        let last = self.last?;
+        Some(if last < EARLIEST {
+            format!("the RTC reads {}: it was never set", Utc(last))
+        } else {
+            format!("the RTC stands still at {}", Utc(last))
+        })
+    }
+}
+
+/// The driver of the clock face's LEDs.
+pub trait Leds {
+    /// Sends one frame through the driver; an error when the driver does not take it.
+    fn self_test(&mut self) -> Result<(), String>;
+}
+
+/// Passes when the LED driver takes a frame.
+#[derive(Debug)]
+pub struct LedCheck<L> {
+    leds: L,
+    deadline: Duration,
+}
+
+impl<L: Leds> LedCheck<L> {
+    pub fn new(leds: L, deadline: Duration) -> Self {
+        LedCheck { leds, deadline }
+    }
+}
+
+impl<L: Leds> HealthCheck for LedCheck<L> {
+    fn name(&self) -> &str {
+        Check::Leds.name()
+    }
+
+    fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    fn poll(&mut self) -> Poll {
+        Poll::Ready(self.leds.self_test())
+    }
+}
+
+/// Seconds since the epoch as an ISO 8601 UTC time, for reasons a person reads.
+struct Utc(u64);
+
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (days, seconds) = (self.0 / 86_400, self.0 % 86_400);
+        // Howard Hinnant's days-to-civil, for days since 1970-01-01 (never negative here).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            seconds / 3_600,
+            seconds / 60 % 60,
+            seconds % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utc;
+
+    #[test]
+    fn utc_times_read_as_calendar_dates() {
+        for (seconds, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (946_684_800, "2000-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (super::EARLIEST, "2025-01-01T00:00:00Z"),
+            (1_795_959_045, "2026-11-29T13:30:45Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(Utc(seconds).to_string(), text, "{seconds}");
+        }
+    }
+}
