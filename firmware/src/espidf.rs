@@ -1,33 +1,305 @@
-//! ESP-IDF glue, compiled only for the chip: the engine's and the app's ports on
-//! esp-idf-svc. It stays thin because nothing here can be compiled or tested on the host;
-//! every decision it serves is made (and tested) in `ota-core` and `wordclock::app`.
+//! ESP-IDF glue, compiled only for the chip: the boot sequence and the engine's, the
+//! app's and the health checks' ports on esp-idf-svc. It stays thin because nothing here
+//! can be compiled or tested on the host; every decision it serves is made (and tested)
+//! in `ota-core` and in this crate's `app`, `health`, `session` and `provision`.
 //!
-//! Not compiled in this repository's CI (no Xtensa toolchain): build it with the `esp`
-//! toolchain and `--target xtensa-esp32s3-espidf`.
+//! Not compiled in this repository's CI (no Xtensa toolchain): see the README's "The
+//! firmware on the chip" for the build command.
 #![allow(unsafe_code)] // FFI to ESP-IDF's OTA API; every call's result is checked with esp!()
 
-use std::sync::Mutex;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use esp_idf_svc::eventloop::EspSystemEventLoop;
+use esp_idf_svc::hal::modem::Modem;
+use esp_idf_svc::hal::peripherals::Peripherals;
+#[allow(deprecated)] // the legacy RMT driver: a WS2812 frame is one blocking call
+use esp_idf_svc::hal::rmt::{
+    PinState, Pulse, TxRmtDriver, VariableLengthSignal, config::TransmitConfig,
+};
 use esp_idf_svc::http::Method;
 use esp_idf_svc::http::client::{Configuration as HttpConfiguration, EspHttpConnection};
-use esp_idf_svc::mqtt::client::{EspMqttClient, QoS};
-use esp_idf_svc::nvs::{EspNvs, NvsDefault};
-use esp_idf_svc::ota::{EspOta, SlotState};
-use esp_idf_svc::sys::{self, esp};
-use ota_core::engine::health::BootSlot;
-use ota_core::engine::{
-    ContentRange, Http, HttpError, Response, SlotError, Slots, Store, Timeouts,
+use esp_idf_svc::mqtt::client::{
+    Details, EspMqttClient, EspMqttConnection, EventPayload, LwtConfiguration,
+    MqttClientConfiguration, QoS,
 };
-use wordclock::app::Publisher;
+use esp_idf_svc::nvs::{EspDefaultNvsPartition, EspNvs, NvsDefault};
+use esp_idf_svc::ota::{EspOta, SlotState};
+use esp_idf_svc::sntp::EspSntp;
+use esp_idf_svc::sys::{self, EspError, esp};
+use esp_idf_svc::wifi::{AuthMethod, ClientConfiguration, Configuration, EspWifi};
+use ota_core::engine::health::{self, BootSlot};
+use ota_core::engine::{
+    Config, ContentRange, Control, Engine, Http, HttpError, Installed, Offer, Response, SlotError,
+    Slots, Source, Sources, Store, Timeouts, UpdateError,
+};
+use ota_core::manifest::PublicKey;
+use ota_core::mqtt::{self, Device, Topics};
+use ota_core::policy::Running;
+use ota_core::{Chip, Version};
+use wordclock::app::{App, Publisher, Updater};
+use wordclock::health::{Check, LedCheck, Leds, MonotonicClock, Rtc, RtcCheck, Until};
+use wordclock::provision::Provisioned;
+use wordclock::session::{Event, Session};
+use wordclock::ws2812::{self, Rgb};
 
 // The app descriptor takes its version and project name from Cargo.toml, so the version
-// inside the image is the one `clockrel release` set and the manifest names.
-esp_idf_svc::sys::esp_app_desc!();
+// inside the image is the one `clockrel release` set and the manifest names. (The macro
+// writes secure_version 0; a fleet that burns anti-rollback eFuses defines its own.)
+esp_idf_svc::sys::esp_app_desc! {}
+
+/// Where the two sources serve version.json and the images: fleet-wide, not secret, so
+/// they are built in (`clockrel release` sets them from clockrel.toml).
+const GITHUB_BASE: &str = env!(
+    "WORDCLOCK_GITHUB_BASE",
+    "the chip build needs WORDCLOCK_GITHUB_BASE: the GitHub raw URL of ota_files/, ending in /"
+);
+const R2_BASE: &str = env!(
+    "WORDCLOCK_R2_BASE",
+    "the chip build needs WORDCLOCK_R2_BASE: the R2 public URL of the images, ending in /"
+);
+
+/// The word clock's board: the LED strip's length (10 x 11 letters and 4 minute dots).
+/// Its data line is GPIO 16, taken in `main`.
+const LED_COUNT: usize = 114;
+
+/// How long each health check may take after an update. Joining Wi-Fi and hearing from
+/// SNTP are the slow ones.
+const NETWORK_DEADLINE: Duration = Duration::from_secs(60);
+const MQTT_DEADLINE: Duration = Duration::from_secs(30);
+const RTC_DEADLINE: Duration = Duration::from_secs(60);
+const LED_DEADLINE: Duration = Duration::from_secs(5);
 
 pub fn main() {
-    esp_idf_svc::sys::link_patches();
+    sys::link_patches();
     esp_idf_svc::log::EspLogger::initialize_default();
     log::info!("wordclock {} starting", wordclock::VERSION);
+    if let Err(e) = run() {
+        // An image on probation that cannot even start is rolled back at the next reset
+        // by the bootloader; a confirmed one waits here, saying why, rather than looping.
+        log::error!("cannot start: {e}");
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn run() -> Result<(), EspError> {
+    let peripherals = Peripherals::take()?;
+    let sysloop = EspSystemEventLoop::take()?;
+    let partition = EspDefaultNvsPartition::take()?;
+    let mut store = ChipStore(EspNvs::new(partition.clone(), "wordclock", true)?);
+    let settings = Provisioned::load(&store)
+        .inspect_err(|e| log::error!("not provisioned: {e}"))
+        .ok();
+    let mut wifi = settings.as_ref().and_then(|settings| {
+        join(peripherals.modem, &sysloop, partition, settings)
+            .inspect_err(|e| log::error!("wifi: {e}"))
+            .ok()
+    });
+    // Sets the system time (the clock's RTC) once the network is up; without it the RTC
+    // check fails, which is the truth.
+    let _sntp = EspSntp::new_default()
+        .inspect_err(|e| log::error!("sntp: {e}"))
+        .ok();
+    let session = Arc::new(Session::default());
+    let topics = settings
+        .as_ref()
+        .and_then(|s| Topics::new(&s.device_id).ok());
+    let publisher = match (&settings, &topics) {
+        (Some(settings), Some(topics)) => connect(settings, topics, &session)
+            .inspect_err(|e| log::error!("mqtt: {e}"))
+            .ok(),
+        _ => None,
+    };
+    let config = TransmitConfig::new().clock_divider(1);
+    let leds = ChipLeds(
+        TxRmtDriver::new(peripherals.rmt.channel0, peripherals.pins.gpio16, &config)
+            .map_err(|e| e.to_string()),
+    );
+    let version: Version = wordclock::VERSION
+        .parse()
+        .map_err(|_| EspError::from_infallible::<{ sys::ESP_ERR_INVALID_ARG }>())?;
+    let mut last_try = Instant::now();
+    {
+        let mut boot = ChipBoot(EspOta::new()?);
+        let mut network = Until::new(
+            Check::Network,
+            NETWORK_DEADLINE,
+            "not joined to the network",
+            || stay_joined(wifi.as_mut(), &mut last_try),
+        );
+        let mut broker = Until::new(
+            Check::Mqtt,
+            MQTT_DEADLINE,
+            "no session with the broker",
+            || session.is_connected(),
+        );
+        let mut rtc = RtcCheck::new(SystemRtc, RTC_DEADLINE);
+        let mut lit = LedCheck::new(leds, LED_DEADLINE);
+        // On a rollback this does not return: the chip restarts into the previous image.
+        health::after_boot(
+            &version,
+            &mut boot,
+            &mut [&mut network, &mut broker, &mut rtc, &mut lit],
+            &MonotonicClock::start(),
+            &mut store,
+        )
+        .map_err(|e| {
+            log::error!("health: {}", e.0);
+            EspError::from_infallible::<{ sys::ESP_FAIL }>()
+        })?;
+    }
+
+    if let (Some(settings), Some(topics), Some(publisher)) = (settings, topics, publisher) {
+        let running = Running {
+            version: version.clone(),
+            secure_version: 0,
+            chip: Chip::Esp32S3,
+        };
+        let app = App::new(
+            topics,
+            Device {
+                name: "Word clock".into(),
+                model: "ESP32-S3".into(),
+                manufacturer: None,
+                sw_version: version,
+            },
+            publisher.clone(),
+            Arc::new(ChipUpdater(Engine::new(Config {
+                sources: Sources {
+                    github: GITHUB_BASE.into(),
+                    r2: R2_BASE.into(),
+                },
+                trusted: trusted_keys(),
+                running,
+                timeouts: Timeouts::default(),
+            }))),
+            Box::new(store),
+        );
+        log::info!("serving {} over MQTT", settings.device_id);
+        session.attach(app, &|topic| publisher.subscribe(topic));
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        stay_joined(wifi.as_mut(), &mut last_try);
+    }
+}
+
+fn trusted_keys() -> Vec<PublicKey> {
+    PublicKey::parse_list(wordclock::TRUSTED_KEYS).unwrap_or_else(|(line, e)| {
+        // A test parses the same file on the host: this is unreachable in a real build.
+        log::error!("trusted-keys.txt, line {line}: {e}: no update will be trusted");
+        Vec::new()
+    })
+}
+
+/// Starts joining the provisioned network; the network check waits for the address.
+fn join(
+    modem: Modem<'static>,
+    sysloop: &EspSystemEventLoop,
+    partition: EspDefaultNvsPartition,
+    settings: &Provisioned,
+) -> Result<EspWifi<'static>, EspError> {
+    let invalid = |_| EspError::from_infallible::<{ sys::ESP_ERR_INVALID_ARG }>();
+    let mut wifi = EspWifi::new(modem, sysloop.clone(), Some(partition))?;
+    let password = settings.wifi_pass.expose();
+    wifi.set_configuration(&Configuration::Client(ClientConfiguration {
+        ssid: settings.wifi_ssid.as_str().try_into().map_err(invalid)?,
+        password: password.try_into().map_err(invalid)?,
+        auth_method: if password.is_empty() {
+            AuthMethod::None
+        } else {
+            AuthMethod::WPA2Personal
+        },
+        ..Default::default()
+    }))?;
+    wifi.start()?;
+    wifi.connect()?;
+    Ok(wifi)
+}
+
+/// Whether the station is up; when it is not connected, asks again every 10 s (ESP-IDF
+/// does not reconnect by itself).
+fn stay_joined(wifi: Option<&mut EspWifi<'static>>, last_try: &mut Instant) -> bool {
+    let Some(wifi) = wifi else { return false };
+    if wifi.is_up().unwrap_or(false) {
+        return true;
+    }
+    if !wifi.is_connected().unwrap_or(false) && last_try.elapsed() >= Duration::from_secs(10) {
+        *last_try = Instant::now();
+        let _ = wifi.connect();
+    }
+    false
+}
+
+/// The broker client, with the fleet's last will; its events feed the session.
+fn connect(
+    settings: &Provisioned,
+    topics: &Topics,
+    session: &Arc<Session>,
+) -> Result<Arc<ChipPublisher>, EspError> {
+    let configuration = MqttClientConfiguration {
+        client_id: Some(settings.device_id.as_str()),
+        username: settings.mqtt_user.as_deref(),
+        password: settings.mqtt_pass.as_ref().map(|p| p.expose()),
+        keep_alive_interval: Some(Duration::from_secs(15)),
+        lwt: Some(LwtConfiguration {
+            topic: topics.availability(),
+            payload: mqtt::OFFLINE.as_bytes(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        }),
+        crt_bundle_attach: Some(sys::esp_crt_bundle_attach),
+        ..Default::default()
+    };
+    let (client, connection) = EspMqttClient::new(&settings.mqtt_url, &configuration)?;
+    let publisher = Arc::new(ChipPublisher(Mutex::new(client)));
+    let (events, received) = mpsc::channel();
+    spawn("mqtt-events", move || forward(connection, &events))?;
+    let (session, subscriber) = (Arc::clone(session), Arc::clone(&publisher));
+    spawn("mqtt-session", move || {
+        for event in received {
+            session.handle(event, &|topic| subscriber.subscribe(topic));
+        }
+    })?;
+    Ok(publisher)
+}
+
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), EspError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(8 * 1024)
+        .spawn(work)
+        .map(drop)
+        .map_err(|_| EspError::from_infallible::<{ sys::ESP_ERR_NO_MEM }>())
+}
+
+/// Copies each event and hands the client its event back at once: ESP-IDF's client task
+/// waits for it holding the lock that subscribe and enqueue take, so acting on an event
+/// before the next `next()` would deadlock.
+fn forward(mut connection: EspMqttConnection, events: &mpsc::Sender<Event>) {
+    while let Ok(event) = connection.next() {
+        let owned = match event.payload() {
+            EventPayload::Connected(_) => Event::Connected,
+            EventPayload::Disconnected => Event::Disconnected,
+            EventPayload::Received {
+                topic: Some(topic),
+                data,
+                details: Details::Complete,
+                ..
+            } => Event::Message {
+                topic: topic.to_owned(),
+                payload: data.to_vec(),
+            },
+            // Commands are a few bytes: a chunked message is not one of ours.
+            _ => continue,
+        };
+        if events.send(owned).is_err() {
+            return;
+        }
+    }
 }
 
 /// HTTPS with the bundled root certificates; `Range` for resumed downloads.
@@ -56,12 +328,15 @@ impl Http for ChipHttp {
         connection
             .initiate_response()
             .map_err(|e| HttpError::Io(e.to_string()))?;
-        Ok(Box::new(ChipResponse(connection)))
+        Ok(Box::new(ChipResponse(
+            connection,
+            Instant::now() + timeouts.request,
+        )))
     }
 }
 
 /// The connection, and when the whole request must be over.
-struct ChipResponse(EspHttpConnection, std::time::Instant);
+struct ChipResponse(EspHttpConnection, Instant);
 
 impl Response for ChipResponse {
     fn status(&self) -> u16 {
@@ -77,7 +352,7 @@ impl Response for ChipResponse {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
-        if std::time::Instant::now() >= self.1 {
+        if Instant::now() >= self.1 {
             return Err(HttpError::Timeout);
         }
         self.0.read(buf).map_err(|e| HttpError::Io(e.to_string()))
@@ -91,7 +366,7 @@ pub struct ChipSlots {
     written: u64,
 }
 
-fn flash_error(e: sys::EspError) -> SlotError {
+fn flash_error(e: EspError) -> SlotError {
     SlotError(e.to_string())
 }
 
@@ -144,6 +419,35 @@ impl Slots for ChipSlots {
     }
 }
 
+/// The engine over the chip's HTTP and slots; a reboot is a restart.
+struct ChipUpdater(Engine);
+
+impl Updater for ChipUpdater {
+    fn check(&self, preferred: Source) -> Result<Offer, UpdateError> {
+        self.0.check(&mut ChipHttp, preferred)
+    }
+
+    fn install(
+        &self,
+        offer: &Offer,
+        control: &Control,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Installed, UpdateError> {
+        let mut progress = |done: u64, total: u64| progress(done, total);
+        self.0.install(
+            &mut ChipHttp,
+            &mut ChipSlots::default(),
+            offer,
+            control,
+            &mut progress,
+        )
+    }
+
+    fn reboot(&self) {
+        esp_idf_svc::hal::reset::restart();
+    }
+}
+
 /// The running slot's probation, through esp-idf-svc's EspOta.
 pub struct ChipBoot(pub EspOta);
 
@@ -161,6 +465,41 @@ impl BootSlot for ChipBoot {
     fn mark_invalid_and_reboot(&mut self) -> Result<(), SlotError> {
         // Returns only when the rollback is impossible.
         Err(flash_error(self.0.mark_running_slot_invalid_and_reboot()))
+    }
+}
+
+/// System time, which SNTP sets and the RTC timer keeps.
+struct SystemRtc;
+
+impl Rtc for SystemRtc {
+    fn read(&mut self) -> Result<u64, String> {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The WS2812 strip on the RMT peripheral, or why its driver did not start.
+struct ChipLeds(Result<TxRmtDriver<'static>, String>);
+
+impl Leds for ChipLeds {
+    fn self_test(&mut self) -> Result<(), String> {
+        let tx = self.0.as_mut().map_err(|e| format!("no RMT driver: {e}"))?;
+        let text = |e: EspError| e.to_string();
+        let ticks = tx.counter_clock().map_err(text)?;
+        let pulse = |state, nanos| {
+            Pulse::new_with_duration(ticks, state, &Duration::from_nanos(nanos)).map_err(text)
+        };
+        // The WS2812 datasheet's bit times.
+        let zero = [pulse(PinState::High, 350)?, pulse(PinState::Low, 800)?];
+        let one = [pulse(PinState::High, 700)?, pulse(PinState::Low, 600)?];
+        let dark = [Rgb::default(); LED_COUNT];
+        let mut signal = VariableLengthSignal::with_capacity(LED_COUNT * 48);
+        for bit in ws2812::bits(&dark) {
+            signal.push(if bit { &one } else { &zero }).map_err(text)?;
+        }
+        tx.start_blocking(&signal).map_err(text)
     }
 }
 
@@ -187,13 +526,24 @@ impl Store for ChipStore {
 /// The app's publisher over ESP-IDF's MQTT client, which queues while it reconnects.
 pub struct ChipPublisher(pub Mutex<EspMqttClient<'static>>);
 
+impl ChipPublisher {
+    fn client(&self) -> std::sync::MutexGuard<'_, EspMqttClient<'static>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn subscribe(&self, topic: &str) {
+        if let Err(e) = self.client().subscribe(topic, QoS::AtLeastOnce) {
+            log::warn!("mqtt: cannot subscribe to {topic}: {e}");
+        }
+    }
+}
+
 impl Publisher for ChipPublisher {
     fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
-        let mut client = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = client.enqueue(topic, QoS::AtLeastOnce, retain, payload) {
+        if let Err(e) = self
+            .client()
+            .enqueue(topic, QoS::AtLeastOnce, retain, payload)
+        {
             log::warn!("mqtt: cannot queue {topic}: {e}");
         }
     }

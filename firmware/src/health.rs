@@ -3,9 +3,29 @@
 //! accepts is decided, and tested, here.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ota_core::engine::health::{HealthCheck, Poll};
+use ota_core::engine::health::{Clock, HealthCheck, Poll};
+
+/// The checks' clock on a device: time since boot's checks began, and a thread sleep.
+#[derive(Debug)]
+pub struct MonotonicClock(Instant);
+
+impl MonotonicClock {
+    pub fn start() -> MonotonicClock {
+        MonotonicClock(Instant::now())
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
 
 /// The checks a new image must pass, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,23 @@
 /// Cargo.toml, which `clockrel release` bumps, so the image and the manifest agree.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The public keys whose signatures this firmware accepts: the same file `clockrel stage`
+/// checks a release's key against, so a release the CLI signs is one the fleet trusts.
+pub const TRUSTED_KEYS: &str = include_str!("../trusted-keys.txt");
+
 pub mod app;
 pub mod health;
+pub mod provision;
 pub mod session;
 #[cfg(not(target_os = "espidf"))]
 pub mod sim;
+pub mod ws2812;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_trusted_keys_and_version_parse() {
+        assert!(ota_core::manifest::PublicKey::parse_list(super::TRUSTED_KEYS).is_ok());
+        assert!(super::VERSION.parse::<ota_core::Version>().is_ok());
+    }
+}

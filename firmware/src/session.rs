@@ -6,6 +6,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::app::App;
 
+/// What a client's event loop reports, owned, so the loop can hand the client its event
+/// back before anyone publishes (ESP-IDF's client waits for it, holding its lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connected,
+    Disconnected,
+    Message { topic: String, payload: Vec<u8> },
+}
+
 #[derive(Default)]
 struct State {
     connected: bool,
@@ -31,6 +40,15 @@ impl std::fmt::Debug for Session {
 impl Session {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One event from the client, with `subscribe` to ask for the app's topics.
+    pub fn handle(&self, event: Event, subscribe: &dyn Fn(&str)) {
+        match event {
+            Event::Connected => self.on_connected(subscribe),
+            Event::Disconnected => self.on_disconnected(),
+            Event::Message { topic, payload } => self.on_message(&topic, &payload),
+        }
     }
 
     /// Whether the broker has accepted the session (and not lost it since).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 
 use crate::app::Publisher;
-use crate::session::Session;
+use crate::session::{self, Session};
 
 /// Publishes through a rumqttc client, which queues while it reconnects.
 #[derive(Clone)]
@@ -61,20 +61,22 @@ pub fn run(
     mut connection: Connection,
     stop: &dyn Fn() -> bool,
 ) {
+    let subscribe = |topic: &str| publisher.subscribe(topic);
     while !stop() {
-        match connection.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                session.on_connected(&|topic| publisher.subscribe(topic));
-            }
-            Ok(Ok(Event::Incoming(Packet::Publish(message)))) => {
-                session.on_message(&message.topic, &message.payload)
-            }
-            // The client reconnects by itself on the next call; don't spin meanwhile.
+        let event = match connection.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => session::Event::Connected,
+            Ok(Ok(Event::Incoming(Packet::Publish(message)))) => session::Event::Message {
+                topic: message.topic,
+                payload: message.payload.to_vec(),
+            },
             Ok(Err(_)) => {
-                session.on_disconnected();
+                session.handle(session::Event::Disconnected, &subscribe);
+                // The client reconnects by itself on the next call; don't spin meanwhile.
                 std::thread::sleep(Duration::from_millis(200));
+                continue;
             }
-            Ok(Ok(_)) | Err(_) => {}
-        }
+            Ok(Ok(_)) | Err(_) => continue,
+        };
+        session.handle(event, &subscribe);
     }
 }

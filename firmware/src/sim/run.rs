@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ota_core::engine::health::{self, BootSlot as _, Clock, Outcome};
+use ota_core::engine::health::{self, BootSlot as _, Outcome};
 use ota_core::engine::{Config, Engine, Sources, Timeouts};
 use ota_core::manifest::PublicKey;
 use ota_core::mqtt::{Device as HaDevice, Topics};
@@ -19,7 +19,7 @@ use super::layout::Layout;
 use super::store::FileStore;
 use super::updater::SimUpdater;
 use crate::app::App;
-use crate::health::{Check, LedCheck, RtcCheck, Until};
+use crate::health::{Check, LedCheck, MonotonicClock, RtcCheck, Until};
 use crate::session::Session;
 
 /// How the simulated device is set up, and its fault switches.
@@ -53,18 +53,6 @@ pub enum Ended {
     Boots(usize),
     /// The power-cut switch fired; the flash file holds what was written until then.
     PowerCut,
-}
-
-struct SystemClock(Instant);
-
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        self.0.elapsed()
-    }
-
-    fn sleep(&self, duration: Duration) {
-        std::thread::sleep(duration);
-    }
 }
 
 /// Saves the flash whole or not at all (a temporary file renamed over the old one), so
@@ -236,7 +224,7 @@ fn prove_health(
         &booted.version,
         &mut slots,
         &mut [&mut network, &mut mqtt, &mut rtc, &mut leds],
-        &SystemClock(Instant::now()),
+        &MonotonicClock::start(),
         store,
     )
     .map_err(|e| e.0)?;

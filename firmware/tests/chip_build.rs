@@ -1,0 +1,79 @@
+//! The chip build's settings that the OTA design stands on. They cannot be built here, so
+//! they are read: a change that would ship a fleet without rollback, or with an unpinned
+//! ESP-IDF, fails on the host.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap()
+}
+
+#[test]
+fn sdkconfig_turns_on_rollback_the_bundle_and_the_fleets_flash() {
+    let sdkconfig = read("firmware/sdkconfig.defaults");
+    let settings: Vec<&str> = sdkconfig
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for wanted in [
+        // Without it the bootloader never rolls back, whatever the health checks say.
+        "CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE=y",
+        "CONFIG_MBEDTLS_CERTIFICATE_BUNDLE=y",
+        "CONFIG_APP_EXCLUDE_PROJECT_VER_VAR=y",
+        "CONFIG_ESPTOOLPY_FLASHSIZE_8MB=y",
+    ] {
+        assert!(
+            settings.contains(&wanted),
+            "sdkconfig.defaults lacks {wanted}"
+        );
+    }
+    // The flash size is the one the partition table was sized for.
+    let clockrel: toml::Table = read("clockrel.toml").parse().unwrap();
+    assert_eq!(clockrel["flash"]["size"].as_str(), Some("8MB"));
+}
+
+#[test]
+fn the_esp_idf_release_is_pinned_and_the_sdkconfig_path_exists() {
+    let manifest: toml::Table = read("firmware/Cargo.toml").parse().unwrap();
+    let esp = &manifest["package"]["metadata"]["esp-idf-sys"];
+    let version = esp["esp_idf_version"].as_str().unwrap();
+    let parts: Vec<&str> = version.trim_start_matches('v').split('.').collect();
+    assert!(
+        version.starts_with('v')
+            && parts.len() == 3
+            && parts.iter().all(|p| p.parse::<u8>().is_ok()),
+        "ESP-IDF must be pinned to a release tag (vX.Y.Z), not {version}"
+    );
+    assert_eq!(esp["mcu"].as_str(), Some("esp32s3"));
+    for path in esp["esp_idf_sdkconfig_defaults"].as_array().unwrap() {
+        assert!(root().join(path.as_str().unwrap()).is_file(), "{path}");
+    }
+}
+
+#[test]
+fn the_chip_config_stays_out_of_host_builds_and_flashes_the_fleets_table() {
+    let chip: toml::Table = read("firmware/esp.toml").parse().unwrap();
+    assert_eq!(
+        chip["build"]["target"].as_str(),
+        Some("xtensa-esp32s3-espidf")
+    );
+    let runner = chip["target"]["xtensa-esp32s3-espidf"]["runner"]
+        .as_str()
+        .unwrap();
+    let table = runner
+        .split_once("--partition-table ")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap())
+        .unwrap();
+    assert_eq!(table, "partitions/partitions.csv");
+    assert!(root().join(table).is_file());
+    // The workspace's own cargo config names no target: host builds stay host builds.
+    let host: toml::Table = read(".cargo/config.toml").parse().unwrap();
+    assert!(host.get("build").and_then(|b| b.get("target")).is_none());
+    assert!(!root().join("rust-toolchain.toml").exists());
+}
