@@ -58,6 +58,15 @@ mod host {
         /// The public keys the firmware trusts, one ed25519:<hex> per line
         #[arg(long, value_name = "FILE", default_value = "firmware/trusted-keys.txt")]
         trusted_keys: PathBuf,
+        /// How long a source may take to accept the connection
+        #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::default().connect.as_secs())]
+        connect_timeout: u64,
+        /// How long a source may go silent mid-answer
+        #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::default().read.as_secs())]
+        read_timeout: u64,
+        /// How long one whole request may take, body included
+        #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::default().request.as_secs())]
+        request_timeout: u64,
         /// How long each health check may take after an update
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         health_deadline: u64,
@@ -108,7 +117,11 @@ mod host {
                 r2: args.r2,
             },
             trusted,
-            timeouts: Timeouts::default(),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(args.connect_timeout),
+                read: Duration::from_secs(args.read_timeout),
+                request: Duration::from_secs(args.request_timeout),
+            },
             health_deadline: Duration::from_secs(args.health_deadline),
             fault: args.fail_health,
             power_cut_after: args.power_cut_after,
