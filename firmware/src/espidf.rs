@@ -25,7 +25,7 @@ use esp_idf_svc::mqtt::client::{
     MqttClientConfiguration, QoS,
 };
 use esp_idf_svc::nvs::{EspDefaultNvsPartition, EspNvs, NvsDefault};
-use esp_idf_svc::ota::{EspOta, SlotState};
+use esp_idf_svc::ota::EspOta;
 use esp_idf_svc::sntp::EspSntp;
 use esp_idf_svc::sys::{self, EspError, esp};
 use esp_idf_svc::wifi::{AuthMethod, ClientConfiguration, Configuration, EspWifi};
@@ -47,7 +47,7 @@ use wordclock::ws2812::{self, Rgb};
 // The app descriptor takes its version and project name from Cargo.toml, so the version
 // inside the image is the one `clockrel release` set and the manifest names. (The macro
 // writes secure_version 0; a fleet that burns anti-rollback eFuses defines its own.)
-esp_idf_svc::sys::esp_app_desc! {}
+esp_idf_svc::sys::esp_app_desc!(true);
 
 /// Where the two sources serve version.json and the images: fleet-wide, not secret, so
 /// they are built in (`clockrel release` sets them from clockrel.toml).
@@ -76,9 +76,14 @@ pub fn main() {
     esp_idf_svc::log::EspLogger::initialize_default();
     log::info!("wordclock {} starting", wordclock::VERSION);
     if let Err(e) = run() {
-        // An image on probation that cannot even start is rolled back at the next reset
-        // by the bootloader; a confirmed one waits here, saying why, rather than looping.
         log::error!("cannot start: {e}");
+        // An image on probation that cannot even start goes back to the previous one:
+        // the bootloader aborts it at this reset. A confirmed one waits here, saying why,
+        // rather than looping.
+        if running_pending_verify() {
+            std::thread::sleep(Duration::from_secs(5));
+            esp_idf_svc::hal::reset::restart();
+        }
     }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -139,17 +144,16 @@ fn run() -> Result<(), EspError> {
         let mut rtc = RtcCheck::new(SystemRtc, RTC_DEADLINE);
         let mut lit = LedCheck::new(leds, LED_DEADLINE);
         // On a rollback this does not return: the chip restarts into the previous image.
-        health::after_boot(
+        // When it cannot (no previous image), the device stays reachable for a fix.
+        if let Err(e) = health::after_boot(
             &version,
             &mut boot,
             &mut [&mut network, &mut broker, &mut rtc, &mut lit],
             &MonotonicClock::start(),
             &mut store,
-        )
-        .map_err(|e| {
+        ) {
             log::error!("health: {}", e.0);
-            EspError::from_infallible::<{ sys::ESP_FAIL }>()
-        })?;
+        }
     }
 
     if let (Some(settings), Some(topics), Some(publisher)) = (settings, topics, publisher) {
@@ -167,15 +171,18 @@ fn run() -> Result<(), EspError> {
                 sw_version: version,
             },
             publisher.clone(),
-            Arc::new(ChipUpdater(Engine::new(Config {
-                sources: Sources {
-                    github: GITHUB_BASE.into(),
-                    r2: R2_BASE.into(),
-                },
-                trusted: trusted_keys(),
-                running,
-                timeouts: Timeouts::default(),
-            }))),
+            Arc::new(ChipUpdater {
+                engine: Engine::new(Config {
+                    sources: Sources {
+                        github: GITHUB_BASE.into(),
+                        r2: R2_BASE.into(),
+                    },
+                    trusted: trusted_keys(),
+                    running,
+                    timeouts: Timeouts::default(),
+                }),
+                publisher: Arc::clone(&publisher),
+            }),
             Box::new(store),
         );
         log::info!("serving {} over MQTT", settings.device_id);
@@ -216,7 +223,10 @@ fn join(
         ..Default::default()
     }))?;
     wifi.start()?;
-    wifi.connect()?;
+    // An access point out of reach now is retried by stay_joined, not given up.
+    if let Err(e) = wifi.connect() {
+        log::warn!("wifi: {e}");
+    }
     Ok(wifi)
 }
 
@@ -355,7 +365,10 @@ impl Response for ChipResponse {
         if Instant::now() >= self.1 {
             return Err(HttpError::Timeout);
         }
-        self.0.read(buf).map_err(|e| HttpError::Io(e.to_string()))
+        self.0.read(buf).map_err(|e| match e.code() {
+            sys::ESP_ERR_HTTP_EAGAIN => HttpError::Timeout,
+            _ => HttpError::Io(e.to_string()),
+        })
     }
 }
 
@@ -419,12 +432,16 @@ impl Slots for ChipSlots {
     }
 }
 
-/// The engine over the chip's HTTP and slots; a reboot is a restart.
-struct ChipUpdater(Engine);
+/// The engine over the chip's HTTP and slots; a reboot is a restart once the last
+/// messages (the "rebooting" status) have left.
+struct ChipUpdater {
+    engine: Engine,
+    publisher: Arc<ChipPublisher>,
+}
 
 impl Updater for ChipUpdater {
     fn check(&self, preferred: Source) -> Result<Offer, UpdateError> {
-        self.0.check(&mut ChipHttp, preferred)
+        self.engine.check(&mut ChipHttp, preferred)
     }
 
     fn install(
@@ -434,7 +451,7 @@ impl Updater for ChipUpdater {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Installed, UpdateError> {
         let mut progress = |done: u64, total: u64| progress(done, total);
-        self.0.install(
+        self.engine.install(
             &mut ChipHttp,
             &mut ChipSlots::default(),
             offer,
@@ -444,8 +461,26 @@ impl Updater for ChipUpdater {
     }
 
     fn reboot(&self) {
+        // enqueue only fills ESP-IDF's outbox: without this, Home Assistant would keep
+        // the retained "installing" state of a device that already restarted.
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.publisher.client().get_outbox_size() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         esp_idf_svc::hal::reset::restart();
     }
+}
+
+/// Whether the running image is on probation, read from otadata directly (EspOta's
+/// get_running_slot also parses the app descriptor and fails on versions over 24
+/// characters). When it cannot be read, assume probation: the checks then run, where
+/// skipping them would let the bootloader drop a good image at the next reset.
+fn running_pending_verify() -> bool {
+    let mut state: sys::esp_ota_img_states_t = Default::default();
+    let read = esp!(unsafe {
+        sys::esp_ota_get_state_partition(sys::esp_ota_get_running_partition(), &mut state)
+    });
+    read.is_err() || state == sys::esp_ota_img_states_t_ESP_OTA_IMG_PENDING_VERIFY
 }
 
 /// The running slot's probation, through esp-idf-svc's EspOta.
@@ -453,9 +488,7 @@ pub struct ChipBoot(pub EspOta);
 
 impl BootSlot for ChipBoot {
     fn pending_verify(&self) -> bool {
-        self.0
-            .get_running_slot()
-            .is_ok_and(|slot| slot.state == SlotState::Unverified)
+        running_pending_verify()
     }
 
     fn mark_valid(&mut self) -> Result<(), SlotError> {
@@ -507,17 +540,26 @@ impl Leds for ChipLeds {
 pub struct ChipStore(pub EspNvs<NvsDefault>);
 
 impl Store for ChipStore {
+    /// Our own values are blobs; the factory's settings may be NVS strings.
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let mut buf = [0u8; 512];
-        self.0
-            .get_raw(key, &mut buf)
-            .ok()
-            .flatten()
-            .map(<[u8]>::to_vec)
+        if let Ok(Some(len)) = self.0.blob_len(key) {
+            let mut buf = vec![0u8; len];
+            return self
+                .0
+                .get_blob(key, &mut buf)
+                .ok()
+                .flatten()
+                .map(<[u8]>::to_vec);
+        }
+        let len = self.0.str_len(key).ok().flatten()?;
+        let mut buf = vec![0u8; len];
+        let text = self.0.get_str(key, &mut buf).ok().flatten()?;
+        Some(text.as_bytes().to_vec())
     }
 
     fn set(&mut self, key: &str, value: &[u8]) {
-        if let Err(e) = self.0.set_raw(key, value) {
+        // set_blob commits before it returns.
+        if let Err(e) = self.0.set_blob(key, value) {
             log::warn!("nvs: cannot store {key}: {e}");
         }
     }
