@@ -1,34 +1,7 @@
 //! Tokens and keys read from the environment, in a type that never prints itself, and a
 //! scrubber for text that might quote one (a server's error message, a URL).
 
-use std::fmt;
-
-/// A credential. `Debug` and `Display` show `***`; only [`Secret::expose`] gives the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(zeroize::Zeroizing<String>);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(zeroize::Zeroizing::new(value.into()))
-    }
-
-    /// The value, for the one call that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use ota_core::secret::Secret;
 
 /// The first of `names` that is set and not empty, with the name it came from.
 pub fn from_env(names: &[&'static str]) -> Option<(Secret, &'static str)> {

@@ -2,10 +2,9 @@
 //! them. They never go into the image: the image is published on GitHub and R2 for
 //! everyone to download, so a password built into it would be a password published.
 
-use std::fmt;
-
 use ota_core::engine::Store;
 use ota_core::mqtt::Topics;
+use ota_core::secret::Secret;
 
 /// The NVS keys, in the `wordclock` namespace.
 pub const KEYS: [&str; 6] = [
@@ -16,22 +15,6 @@ pub const KEYS: [&str; 6] = [
     "mqtt_pass",
     "device_id",
 ];
-
-/// A value that must not be shown: Debug prints a placeholder.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// What the firmware needs to reach its network and broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,10 +101,10 @@ impl Provisioned {
         Topics::new(&device_id).map_err(|e| ProvisionError::DeviceId(e.to_string()))?;
         Ok(Provisioned {
             wifi_ssid,
-            wifi_pass: Secret(wifi_pass),
+            wifi_pass: Secret::new(wifi_pass),
             mqtt_url,
             mqtt_user: text(store, "mqtt_user")?,
-            mqtt_pass: text(store, "mqtt_pass")?.map(Secret),
+            mqtt_pass: text(store, "mqtt_pass")?.map(Secret::new),
             device_id,
         })
     }
