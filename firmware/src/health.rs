@@ -121,15 +121,17 @@ pub trait Rtc {
 /// lost its battery, or system time that SNTP never set, reads 1970 or 2000.
 pub const EARLIEST: u64 = 1_735_689_600;
 
-/// Passes when the RTC reads a plausible time and then moves forward: a clock that was
-/// never set, or stands still, fails at the deadline and says which.
+/// Passes when the RTC reads a plausible time and then moves forward about as fast as
+/// the chip's own timer: a clock that was never set, stands still or jumps fails at the
+/// deadline and says which. A jump (SNTP setting the clock) restarts the watch.
 #[derive(Debug)]
 pub struct RtcCheck<R> {
     rtc: R,
     deadline: Duration,
-    /// The first plausible reading, to see the clock advance from.
-    first: Option<u64>,
+    /// The reading to see the clock advance from, and when it was taken.
+    since: Option<(u64, Instant)>,
     last: Option<u64>,
+    jumped: Option<(u64, u64)>,
 }
 
 impl<R: Rtc> RtcCheck<R> {
@@ -137,8 +139,9 @@ impl<R: Rtc> RtcCheck<R> {
         RtcCheck {
             rtc,
             deadline,
-            first: None,
+            since: None,
             last: None,
+            jumped: None,
         }
     }
 }
@@ -162,16 +165,18 @@ impl<R: Rtc> HealthCheck for RtcCheck<R> {
             // Not set yet: SNTP may still answer within the deadline.
             return Poll::Pending;
         }
-        match self.first {
-            Some(first) if now > first => Poll::Ready(Ok(())),
-            // Set backwards (SNTP corrected it): watch it advance from here.
-            Some(first) if now < first => {
-                self.first = Some(now);
-                Poll::Pending
-            }
-            Some(_) => Poll::Pending,
-            None => {
-                self.first = Some(now);
+        let Some((then, at)) = self.since else {
+            self.since = Some((now, Instant::now()));
+            return Poll::Pending;
+        };
+        // Whole seconds on both sides: allow the rounding of each.
+        let allowed = at.elapsed().as_secs() + 2;
+        match now.checked_sub(then) {
+            Some(0) => Poll::Pending,
+            Some(advance) if advance <= allowed => Poll::Ready(Ok(())),
+            _ => {
+                self.jumped = Some((then, now));
+                self.since = Some((now, Instant::now()));
                 Poll::Pending
             }
         }
@@ -179,10 +184,14 @@ impl<R: Rtc> HealthCheck for RtcCheck<R> {
 
     fn waiting_for(&self) -> Option<String> {
         let last = self.last?;
-        Some(if last < EARLIEST {
-            format!("the RTC reads {}: it was never set", Utc(last))
-        } else {
-            format!("the RTC stands still at {}", Utc(last))
+        Some(match self.jumped {
+            _ if last < EARLIEST => format!("the RTC reads {}: it was never set", Utc(last)),
+            Some((from, to)) => format!(
+                "the RTC jumped from {} to {} and has not kept time since",
+                Utc(from),
+                Utc(to)
+            ),
+            None => format!("the RTC stands still at {}", Utc(last)),
         })
     }
 }

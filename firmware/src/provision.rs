@@ -39,13 +39,13 @@ pub enum ProvisionError {
     NotText { key: &'static str },
     #[error("NVS `wifi_ssid` is {len} bytes; Wi-Fi allows 1 to 32")]
     Ssid { len: usize },
-    #[error("NVS `wifi_pass` is {len} bytes; WPA2 allows 8 to 63 (or none for an open network)")]
+    #[error(
+        "NVS `wifi_pass` is {len} bytes; WPA2 takes 8 to 63, or 64 hex digits (none for an open network)"
+    )]
     WifiPass { len: usize },
-    #[error("NVS `mqtt_url` is `{0}`: expected mqtt://host:port or mqtts://host:port")]
-    MqttUrl(String),
-    /// Not echoed: the text holds a password.
-    #[error("NVS `mqtt_url` holds credentials: put them in `mqtt_user` and `mqtt_pass`")]
-    CredentialsInUrl,
+    /// The URL is not repeated: whatever malformed it may hold a password.
+    #[error("NVS `mqtt_url` is not mqtt://host:port or mqtts://host:port ({0})")]
+    MqttUrl(&'static str),
     #[error("NVS `device_id`: {0}")]
     DeviceId(String),
 }
@@ -74,29 +74,14 @@ impl Provisioned {
             });
         }
         let wifi_pass = text(store, "wifi_pass")?.unwrap_or_default();
-        if !wifi_pass.is_empty() && !(8..=63).contains(&wifi_pass.len()) {
+        let raw_key = wifi_pass.len() == 64 && wifi_pass.bytes().all(|b| b.is_ascii_hexdigit());
+        if !wifi_pass.is_empty() && !(8..=63).contains(&wifi_pass.len()) && !raw_key {
             return Err(ProvisionError::WifiPass {
                 len: wifi_pass.len(),
             });
         }
         let mqtt_url = required(store, "mqtt_url")?;
-        if mqtt_url.contains('@') {
-            return Err(ProvisionError::CredentialsInUrl);
-        }
-        let host_port = mqtt_url
-            .strip_prefix("mqtt://")
-            .or_else(|| mqtt_url.strip_prefix("mqtts://"));
-        let well_formed = host_port
-            .and_then(|rest| rest.rsplit_once(':'))
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !well_formed {
-            let shown: String = mqtt_url
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(80)
-                .collect();
-            return Err(ProvisionError::MqttUrl(shown));
-        }
+        check_mqtt_url(&mqtt_url).map_err(ProvisionError::MqttUrl)?;
         let device_id = required(store, "device_id")?;
         Topics::new(&device_id).map_err(|e| ProvisionError::DeviceId(e.to_string()))?;
         Ok(Provisioned {
@@ -107,5 +92,35 @@ impl Provisioned {
             mqtt_pass: text(store, "mqtt_pass")?.map(Secret::new),
             device_id,
         })
+    }
+}
+
+/// `mqtt://host:port` or `mqtts://host:port`, the host a name, an IPv4 address or a
+/// bracketed IPv6 one; nothing else (no credentials, path or query).
+fn check_mqtt_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("mqtts://"))
+        .ok_or("the scheme is neither mqtt nor mqtts")?;
+    let (host, port) = rest.rsplit_once(':').ok_or("no port")?;
+    if !matches!(port.parse::<u16>(), Ok(1..)) {
+        return Err("the port is not a number from 1 to 65535");
+    }
+    let name_or_v4 = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    let v6 = |h: &str| {
+        h.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|inner| {
+                !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+            })
+    };
+    if name_or_v4(host) || v6(host) {
+        Ok(())
+    } else {
+        Err("the host is not a name or an address (credentials go in mqtt_user and mqtt_pass)")
     }
 }

@@ -354,7 +354,12 @@ fn the_session_greets_the_app_once_per_connection_whichever_comes_first() {
     let subscribe = |topic: &str| subscribed.lock().unwrap().push(topic.to_owned());
 
     // Connected while the health checks still run: the app greets when it is attached.
-    let Rig { app, recorder, .. } = rig(Decision::Update, MemoryStore::default());
+    let Rig {
+        app,
+        recorder,
+        updater,
+        ..
+    } = rig(Decision::Update, MemoryStore::default());
     let session = Session::default();
     session.on_message("home/clock1/command", b"install"); // no app yet: dropped
     session.on_connected(&subscribe);
@@ -374,6 +379,9 @@ fn the_session_greets_the_app_once_per_connection_whichever_comes_first() {
     assert_eq!(recorder.on("home/clock1/ota/version").len(), 2);
     assert_eq!(subscribed.lock().unwrap().len(), 4);
     session.detach().unwrap().wait_idle();
+    // The install sent before the app existed was dropped, not queued for it.
+    assert_eq!(updater.checks.load(Ordering::SeqCst), 0);
+    assert!(recorder.on("home/clock1/ota/progress").is_empty());
 
     // Attached first: nothing until the broker accepts the session.
     let Rig { app, recorder, .. } = rig(Decision::Update, MemoryStore::default());

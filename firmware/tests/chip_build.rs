@@ -51,7 +51,14 @@ fn the_esp_idf_release_is_pinned_and_the_sdkconfig_path_exists() {
         "ESP-IDF must be pinned to a release tag (vX.Y.Z), not {version}"
     );
     assert_eq!(esp["mcu"].as_str(), Some("esp32s3"));
-    for path in esp["esp_idf_sdkconfig_defaults"].as_array().unwrap() {
+    let defaults = esp["esp_idf_sdkconfig_defaults"].as_array().unwrap();
+    assert!(
+        defaults
+            .iter()
+            .any(|p| p.as_str() == Some("firmware/sdkconfig.defaults")),
+        "esp-idf-sys must read the sdkconfig.defaults the other test checks"
+    );
+    for path in defaults {
         assert!(root().join(path.as_str().unwrap()).is_file(), "{path}");
     }
 }

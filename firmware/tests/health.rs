@@ -154,6 +154,15 @@ fn an_rtc_that_was_never_set_or_stands_still_fails_and_says_which() {
         Err("rtc: not healthy within 10 s: the RTC stands still at 2025-01-01T00:00:00Z".into())
     );
 
+    // Racing ahead (or reading garbage) is not keeping time.
+    let racing: Vec<u64> = (0..1_000).map(|i| EARLIEST + i * 3_600).collect();
+    let mut fast = RtcCheck::new(ScriptedRtc::reads(&racing), DEADLINE);
+    let reason = verdict(&mut [&mut fast]).unwrap_err();
+    assert!(
+        reason.starts_with("rtc: not healthy within 10 s: the RTC jumped from 2025-01-0"),
+        "{reason}"
+    );
+
     let mut unreadable = RtcCheck::new(
         ScriptedRtc(VecDeque::from([Err("no ACK from 0x68".to_owned())])),
         DEADLINE,

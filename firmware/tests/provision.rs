@@ -77,15 +77,23 @@ fn bad_or_missing_settings_are_named() {
         ),
         (
             with("mqtt_url", "192.168.1.2"),
-            ProvisionError::MqttUrl("192.168.1.2".into()),
+            ProvisionError::MqttUrl("the scheme is neither mqtt nor mqtts"),
         ),
         (
             with("mqtt_url", "mqtt://host:http"),
-            ProvisionError::MqttUrl("mqtt://host:http".into()),
+            ProvisionError::MqttUrl("the port is not a number from 1 to 65535"),
         ),
         (
-            with("mqtt_url", "mqtt://clock:hunter22@host:1883"),
-            ProvisionError::CredentialsInUrl,
+            with("mqtt_url", "mqtt://host:0"),
+            ProvisionError::MqttUrl("the port is not a number from 1 to 65535"),
+        ),
+        (
+            with("mqtt_url", "mqtt://host"),
+            ProvisionError::MqttUrl("no port"),
+        ),
+        (
+            with("wifi_pass", &"z".repeat(64)),
+            ProvisionError::WifiPass { len: 64 },
         ),
         (
             with("device_id", "kitchen/clock"),
@@ -104,29 +112,61 @@ fn bad_or_missing_settings_are_named() {
         Provisioned::load(&not_text),
         Err(ProvisionError::NotText { key: "mqtt_user" })
     );
-    assert_eq!(
-        ProvisionError::CredentialsInUrl.to_string(),
-        "NVS `mqtt_url` holds credentials: put them in `mqtt_user` and `mqtt_pass`"
-    );
+    // Credentials, paths and queries in the URL are refused without repeating them.
+    for url in [
+        "mqtt://clock:hunter22@host:1883",
+        "mqtt://host:1883?password=hunter22",
+        "mqtt://clock:hunter22:host:1883",
+        "mqtt://host/hunter22:1883",
+    ] {
+        let error = Provisioned::load(&with("mqtt_url", url)).unwrap_err();
+        assert!(
+            matches!(error, ProvisionError::MqttUrl(_)),
+            "{url}: {error:?}"
+        );
+        assert!(!error.to_string().contains("hunter22"), "{error}");
+    }
+    // Names, IPv4 and bracketed IPv6 addresses, and a raw 64-hex-digit WPA2 key.
+    for url in [
+        "mqtt://broker.local:1883",
+        "mqtts://10.0.0.2:8883",
+        "mqtt://[fd00::2]:1883",
+    ] {
+        assert!(Provisioned::load(&with("mqtt_url", url)).is_ok(), "{url}");
+    }
+    assert!(Provisioned::load(&with("wifi_pass", &"0f".repeat(32))).is_ok());
 }
 
 proptest! {
     /// Whatever the factory (or a corrupted NVS) holds: an answer, never a panic, and no
-    /// error ever repeats a password.
+    /// error ever repeats a password, even one pasted into another setting.
     #[test]
     fn any_nvs_contents_give_an_answer_that_keeps_passwords(
-        values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 6),
+        values in proptest::collection::vec("[ -~]{0,40}", 6),
+        raw in proptest::collection::vec(any::<u8>(), 0..40),
+        paste_into in 0..6usize,
     ) {
+        let password = format!("pw-{}", values[4]);
+        let mut settings: Vec<String> = values.clone();
+        settings[4] = password.clone();
+        // The password also turns up in another setting, alone or inside a URL.
+        settings[paste_into] = match KEYS[paste_into] {
+            "mqtt_url" => format!("mqtt://{password}:1883"),
+            "mqtt_pass" => password.clone(),
+            _ => settings[paste_into].clone(),
+        };
         let mut store = MemoryStore::default();
-        for (key, value) in KEYS.iter().zip(&values) {
-            store.set(key, value);
+        for (key, value) in KEYS.iter().zip(&settings) {
+            store.set(key, value.as_bytes());
         }
         if let Err(error) = Provisioned::load(&store) {
-            let text = error.to_string();
-            for secret in [&values[1], &values[4]] {
-                let secret = String::from_utf8_lossy(secret);
-                prop_assert!(secret.len() < 4 || !text.contains(secret.as_ref()), "{text}");
-            }
+            prop_assert!(!error.to_string().contains(&password), "{error}");
         }
+        // Bytes that are not text anywhere: an error naming the key.
+        let mut store = MemoryStore::default();
+        for key in KEYS {
+            store.set(key, &raw);
+        }
+        let _ = Provisioned::load(&store);
     }
 }

@@ -8,6 +8,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use ota_core::engine::SlotError;
+use ota_core::engine::Store;
 use ota_core::engine::health::{self, BootSlot, Clock, HealthCheck, Outcome, Poll};
 use ota_core::policy::Rejected;
 use support::FakeStore;
@@ -131,6 +132,32 @@ fn all_checks_passing_keeps_the_image_and_the_outcome_until_reported() {
         None,
         "a healthy release is not held back"
     );
+
+    // Retried after a rollback and healthy now: no longer held back; another still is.
+    for (held, still_held) in [("2.9.0", false), ("2.8.0", true)] {
+        let rejected = Rejected {
+            version: held.parse().unwrap(),
+            reason: "mqtt: not healthy within 30 s".into(),
+        };
+        let mut store = FakeStore::default();
+        store.set(
+            health::REJECTED_KEY,
+            &serde_json::to_vec(&rejected).unwrap(),
+        );
+        let mut boot = FakeBoot {
+            pending: true,
+            ..FakeBoot::default()
+        };
+        health::after_boot(
+            &version(),
+            &mut boot,
+            &mut [],
+            &FakeClock::default(),
+            &mut store,
+        )
+        .unwrap();
+        assert_eq!(health::rejected(&store).is_some(), still_held, "{held}");
+    }
     assert_eq!(health::pending_outcome(&store), outcome);
     assert_eq!(
         health::pending_outcome(&store),

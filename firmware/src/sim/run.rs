@@ -144,7 +144,15 @@ pub fn run(settings: &Settings) -> Result<Ended, String> {
                     give_up.load(Ordering::SeqCst) || updater.reboots() > 0 || lost_power
                 });
             });
-            let verdict = prove_health(settings, &booted, &shared, &session, &mut store, breaks);
+            // Should anything below panic, the client must still stop, or the scope hangs.
+            let _stop = StopOnPanic(&give_up);
+            let mut verdict =
+                prove_health(settings, &booted, &shared, &session, &mut store, breaks);
+            if let Ok(Health::Kept) = verdict {
+                // Saved now, as the chip's otadata is written now: a stop while the app
+                // runs must not put a confirmed image back on probation.
+                verdict = save_unless_cut(settings, &shared).map(|()| Health::Kept);
+            }
             if let Ok(Health::Kept) = verdict {
                 let app = App::new(
                     topics.clone(),
@@ -175,6 +183,26 @@ pub fn run(settings: &Settings) -> Result<Ended, String> {
         save(&settings.flash, &device.flash)?;
         verdict?;
     }
+}
+
+/// Tells the MQTT client loop to stop when dropped during a panic.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Saves the flash unless the power went (then the end of the run saves what is there).
+fn save_unless_cut(settings: &Settings, device: &Mutex<Device>) -> Result<(), String> {
+    let device = device.lock().unwrap_or_else(PoisonError::into_inner);
+    if device.flash.power_is_cut() {
+        return Ok(());
+    }
+    save(&settings.flash, &device.flash)
 }
 
 /// What the health checks made of the booted image.

@@ -3,6 +3,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use core::cmp::Ordering;
 use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,10 @@ pub fn after_boot(
         }
     }
     boot.mark_valid()?;
+    // A release retried after a rollback that now proves healthy is no longer held back.
+    if rejected(store).is_some_and(|r| r.version.precedence(version) == Ordering::Equal) {
+        store.set(REJECTED_KEY, b"");
+    }
     let outcome = Outcome::Confirmed {
         version: format!("{version}"),
     };

@@ -260,6 +260,8 @@ impl Engine {
     }
 
     /// Fetches the manifest from `preferred`, else from the other source, and decides.
+    /// The device's own history is its caller's: a release rolled back on this device is
+    /// held back with [`policy::after_rollback`] (as `wordclock::app` does).
     /// A source fails over on connect error, timeout, a status other than 200, or a
     /// manifest that does not parse or verify.
     pub fn check(&self, http: &mut dyn Http, preferred: Source) -> Result<Offer, UpdateError> {
