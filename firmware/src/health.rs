@@ -3,7 +3,7 @@
 //! accepts is decided, and tested, here.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use ota_core::engine::health::{Clock, HealthCheck, Poll};
 
@@ -185,13 +185,13 @@ impl<R: Rtc> HealthCheck for RtcCheck<R> {
     fn waiting_for(&self) -> Option<String> {
         let last = self.last?;
         Some(match self.jumped {
-            _ if last < EARLIEST => format!("the RTC reads {}: it was never set", Utc(last)),
+            _ if last < EARLIEST => format!("the RTC reads {}: it was never set", utc(last)),
             Some((from, to)) => format!(
                 "the RTC jumped from {} to {} and has not kept time since",
-                Utc(from),
-                Utc(to)
+                utc(from),
+                utc(to)
             ),
-            None => format!("the RTC stands still at {}", Utc(last)),
+            None => format!("the RTC stands still at {}", utc(last)),
         })
     }
 }
@@ -229,35 +229,19 @@ impl<L: Leds> HealthCheck for LedCheck<L> {
     }
 }
 
-/// Seconds since the epoch as an ISO 8601 UTC time, for reasons a person reads.
-struct Utc(u64);
-
-impl fmt::Display for Utc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (days, seconds) = (self.0 / 86_400, self.0 % 86_400);
-        // Howard Hinnant's days-to-civil, for days since 1970-01-01 (never negative here).
-        let z = days + 719_468;
-        let era = z / 146_097;
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + u64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-            seconds / 3_600,
-            seconds / 60 % 60,
-            seconds % 60
-        )
+/// Seconds since the epoch as an RFC 3339 UTC time, for reasons a person reads; plain
+/// seconds past year 9999, where the format ends (a broken RTC can read anything).
+fn utc(seconds: u64) -> String {
+    const YEAR_10000: u64 = 253_402_300_800;
+    match UNIX_EPOCH.checked_add(Duration::from_secs(seconds)) {
+        Some(time) if seconds < YEAR_10000 => humantime::format_rfc3339_seconds(time).to_string(),
+        _ => format!("{seconds} s after 1970"),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Utc;
+    use super::utc;
 
     #[test]
     fn utc_times_read_as_calendar_dates() {
@@ -268,8 +252,9 @@ mod tests {
             (super::EARLIEST, "2025-01-01T00:00:00Z"),
             (1_795_959_045, "2026-11-29T13:30:45Z"),
             (4_102_444_799, "2099-12-31T23:59:59Z"),
+            (u64::MAX, "18446744073709551615 s after 1970"),
         ] {
-            assert_eq!(Utc(seconds).to_string(), text, "{seconds}");
+            assert_eq!(utc(seconds), text, "{seconds}");
         }
     }
 }

@@ -2,10 +2,13 @@
 //! explicit cancel stops a running update.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
+
+use common::MemoryStore;
 
 use ota_core::engine::health::{self, Outcome};
 use ota_core::engine::{Control, Installed, Offer, Source, Store, UpdateError};
@@ -37,19 +40,6 @@ impl Recorder {
             .filter(|(t, _, _)| t == topic)
             .map(|(_, p, _)| p.clone())
             .collect()
-    }
-}
-
-#[derive(Default)]
-struct MemoryStore(HashMap<String, Vec<u8>>);
-
-impl Store for MemoryStore {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
-    }
-
-    fn set(&mut self, key: &str, value: &[u8]) {
-        self.0.insert(key.into(), value.to_vec());
     }
 }
 
