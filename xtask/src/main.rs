@@ -1,8 +1,9 @@
 //! `cargo xtask`: the workspace's own automation, in Rust so it runs wherever cargo does.
 //!
-//! `cargo xtask test` is the README's test command: it installs what the tests need
-//! (esptool, the independent oracle for our image format) and runs the whole suite, the
-//! way CI does.
+//! `cargo xtask test` is the README's test command: it installs what the tests and the
+//! benchmarks they run need (Debian's git, perl, curl, mosquitto and rclone; esptool,
+//! the independent oracle for our image format) and runs the whole suite, the way CI
+//! does.
 
 use std::process::{Command, ExitCode};
 
@@ -13,7 +14,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    install the test tools (esptool) if missing, then run every test";
+  test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool)
+          if missing, then run every test, benchmarks included";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
@@ -41,33 +43,56 @@ fn test() -> Result<(), String> {
     ensure_system_tools()?;
     ensure_esptool()?;
     let mut totals = Totals::default();
+    // --no-fail-fast: one failing binary must not hide the results of the rest.
     let all_targets = run_counting(
-        Command::new(cargo()).args(["test", "--workspace", "--all-targets"]),
+        &["test", "--workspace", "--all-targets", "--no-fail-fast"],
         &mut totals,
     );
     // Doc tests are not part of --all-targets.
     let doc = run_counting(
-        Command::new(cargo()).args(["test", "--workspace", "--doc"]),
+        &["test", "--workspace", "--doc", "--no-fail-fast"],
         &mut totals,
     );
     // One closing line for the whole suite: the last test binary may well have none.
-    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    println!("xtask: {}", totals.summary());
     all_targets.and(doc)
 }
 
-/// Tests counted over every `test result:` line cargo's test binaries print.
+/// Tests counted over every `test result:` line cargo's test binaries print, and the
+/// binaries that failed without one: they could not run their tests at all.
 #[derive(Debug, Default)]
 struct Totals {
     passed: u64,
     failed: u64,
+    /// Whether the binary cargo is running now has printed its result.
+    reported: bool,
+    /// Cargo's names for the binaries that failed to run (`clockrel --bench publish`).
+    unrun: Vec<String>,
 }
 
 impl Totals {
-    /// Adds `test result: ok. 12 passed; 0 failed; ...`.
+    /// Reads one line of cargo's output (stdout and stderr, in the order written).
     fn add(&mut self, line: &str) {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("Running ") || trimmed.starts_with("Doc-tests ") {
+            self.reported = false;
+            return;
+        }
+        // Cargo's word after each binary that exited unsuccessfully.
+        if let Some(target) = line
+            .strip_prefix("error: test failed, to rerun pass `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            if !self.reported {
+                let target = target.strip_prefix("-p ").unwrap_or(target);
+                self.unrun.push(target.to_owned());
+            }
+            return;
+        }
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };
+        self.reported = true;
         let count = |word: &str| {
             rest.split(';')
                 .find_map(|part| {
@@ -82,24 +107,46 @@ impl Totals {
         self.passed += count(" passed");
         self.failed += count(" failed");
     }
+
+    /// `12 passed, 0 failed`, then every binary that failed to run, by name: a run with
+    /// one never reads as all green.
+    fn summary(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        if !self.unrun.is_empty() {
+            let n = self.unrun.len();
+            let binaries = if n == 1 { "binary" } else { "binaries" };
+            line += &format!(
+                ", {n} test {binaries} failed to run: {}",
+                self.unrun.join(", ")
+            );
+        }
+        line
+    }
 }
 
-/// Runs `command`, echoing its output and counting its test results.
-fn run_counting(command: &mut Command, totals: &mut Totals) -> Result<(), String> {
+/// Runs cargo with `args`, echoing its output and counting its test results. stdout and
+/// stderr share one pipe so that cargo's `Running` lines stay in order with the results.
+fn run_counting(args: &[&str], totals: &mut Totals) -> Result<(), String> {
     use std::io::BufRead as _;
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let mut command = Command::new(cargo());
+    command.args(args);
     let shown = format!("{command:?}");
+    let copy = writer
+        .try_clone()
+        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    command.stdout(copy).stderr(writer);
     let mut child = command
-        .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {shown}: {e}"))?;
-    if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            println!("{line}");
-            totals.add(&line);
-        }
+    // The command holds the pipe's writing ends; the reader sees its end only without them.
+    drop(command);
+    for line in std::io::BufReader::new(reader)
+        .lines()
+        .map_while(Result::ok)
+    {
+        println!("{line}");
+        totals.add(&line);
     }
     let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
     if status.success() {
@@ -111,12 +158,15 @@ fn run_counting(command: &mut Command, totals: &mut Totals) -> Result<(), String
 
 /// The tests' real peers, from Debian: git (its http-backend is the test remote), perl
 /// (a git hook), curl (signs S3 requests in the server tests), mosquitto (the broker the
-/// simulated device talks to). Installed with apt when missing.
-const SYSTEM_TOOLS: [(&str, &str); 4] = [
+/// simulated device talks to), rclone (the publish benchmark's baseline). Installed with
+/// apt when missing.
+const SYSTEM_TOOLS: [(&str, &str); 5] = [
     ("git", "git"),
     ("perl", "perl"),
     ("curl", "curl"),
     ("/usr/sbin/mosquitto", "mosquitto"),
+    // The publish benchmark, run as a test by --all-targets, measures against rclone.
+    ("rclone", "rclone"),
 ];
 
 fn ensure_system_tools() -> Result<(), String> {
@@ -196,5 +246,29 @@ mod tests {
             .add("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
         totals.add("running 5 tests");
         assert_eq!((totals.passed, totals.failed), (15, 2));
+        assert_eq!(totals.summary(), "15 passed, 2 failed");
+    }
+
+    #[test]
+    fn a_binary_that_ends_without_a_result_is_named() {
+        let mut totals = Totals::default();
+        for line in [
+            "     Running unittests src/lib.rs (target/debug/deps/ota_core-1)",
+            "test result: ok. 80 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "     Running benches/publish.rs (target/debug/deps/publish-2)",
+            "the publish benchmark compares against rclone: apt-get install rclone",
+            "error: test failed, to rerun pass `-p clockrel --bench publish`",
+            "     Running benches/failover.rs (target/debug/deps/failover-3)",
+            "a benchmark without the test harness prints no result line, and passes",
+            "     Running tests/engine.rs (target/debug/deps/engine-4)",
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+            "error: test failed, to rerun pass `-p ota-core --test engine`",
+        ] {
+            totals.add(line);
+        }
+        assert_eq!(
+            totals.summary(),
+            "82 passed, 1 failed, 1 test binary failed to run: clockrel --bench publish"
+        );
     }
 }

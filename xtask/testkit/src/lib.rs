@@ -17,6 +17,7 @@ mod fault;
 pub mod files;
 pub mod git;
 pub mod github;
+pub mod image;
 pub mod mqtt;
 pub mod s3;
 mod serve;

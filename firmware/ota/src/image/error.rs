@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use super::header::{ChipRevision, ChipRevisions};
 use crate::{Chip, Sha256};
 
 /// An image was refused. `offset` is the file offset of the offending byte (or, when the
@@ -24,12 +25,41 @@ pub enum ImageErrorKind {
     BadHashAppendedFlag { found: u8 },
     #[error("image is built for {found}, expected {expected}")]
     WrongChip { expected: Chip, found: Chip },
+    #[error("the image runs on chip revisions {runs_on}: no chip is both")]
+    EmptyChipRevisionRange { runs_on: ChipRevisions },
+    #[error("this chip is revision {chip}, the image runs on {runs_on}")]
+    ChipRevision {
+        chip: ChipRevision,
+        runs_on: ChipRevisions,
+    },
     #[error("segment {index} length {len} is not a multiple of 4")]
     UnalignedSegment { index: u8, len: u32 },
     #[error("segment {index} claims {len} bytes but only {available} follow")]
     SegmentPastEnd { index: u8, len: u32, available: u64 },
-    #[error("segment {index} claims {len} bytes, more than the 16 MiB an app partition holds")]
+    #[error("segment {index} claims {len} bytes: ESP-IDF takes segments under 16 MiB")]
     SegmentTooLarge { index: u8, len: u32 },
+    #[error(
+        "segment {index} is mapped at {load_addr:#010x} from file offset {data_offset:#x}: the MMU maps 64 KiB pages, so both must be equal modulo 0x10000 ({:#06x} and {:#06x} are not)",
+        load_addr % super::memory::MMU_PAGE, data_offset % u64::from(super::memory::MMU_PAGE)
+    )]
+    MappingMisaligned {
+        index: u8,
+        load_addr: u32,
+        data_offset: u64,
+    },
+    #[error(
+        "segment {index} loads {len} bytes at {load_addr:#010x}, which is not wholly inside one RAM region of the chip (DRAM, IRAM, RTC memory)"
+    )]
+    BadLoadAddress { index: u8, load_addr: u32, len: u32 },
+    #[error(
+        "segment {index} loads {len} bytes at {load_addr:#010x}, over {region}: the bootloader would overwrite itself while loading it"
+    )]
+    OverlapsBootloader {
+        index: u8,
+        load_addr: u32,
+        len: u32,
+        region: &'static str,
+    },
     #[error(
         "first segment holds {len} bytes, too few for the 256-byte app descriptor (is this a bootloader or a non-IDF image?)"
     )]
@@ -46,6 +76,53 @@ pub enum ImageErrorKind {
     TrailingData,
     #[error("the image was declared {declared} bytes long but is not")]
     LengthMismatch { declared: u64 },
+    #[error("the image is longer than its {partition}-byte partition")]
+    TooLargeForPartition { partition: u64 },
+}
+
+impl ImageErrorKind {
+    /// The rule broken, named as `clockrel check` names its rules.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            ImageErrorKind::BadMagic { .. } | ImageErrorKind::BadHashAppendedFlag { .. } => {
+                "image-header"
+            }
+            ImageErrorKind::BadSegmentCount { .. } => "segment-count",
+            ImageErrorKind::WrongChip { .. } => "chip",
+            ImageErrorKind::EmptyChipRevisionRange { .. } | ImageErrorKind::ChipRevision { .. } => {
+                "chip-revision"
+            }
+            ImageErrorKind::UnalignedSegment { .. }
+            | ImageErrorKind::SegmentPastEnd { .. }
+            | ImageErrorKind::SegmentTooLarge { .. } => "segment-header",
+            ImageErrorKind::MappingMisaligned { .. } => "segment-mapping",
+            ImageErrorKind::BadLoadAddress { .. } | ImageErrorKind::OverlapsBootloader { .. } => {
+                "load-address"
+            }
+            ImageErrorKind::DescriptorMissing { .. }
+            | ImageErrorKind::BadDescriptorMagic { .. } => "app-descriptor",
+            ImageErrorKind::ChecksumMismatch { .. } => "checksum",
+            ImageErrorKind::HashMismatch { .. } => "appended-hash",
+            ImageErrorKind::Truncated { .. }
+            | ImageErrorKind::TrailingData
+            | ImageErrorKind::LengthMismatch { .. } => "image-length",
+            ImageErrorKind::TooLargeForPartition { .. } => "fits-partition",
+        }
+    }
+
+    /// Whether the image is well formed but a rule of ESP-IDF's loader refuses it (the
+    /// ones [`super::ImageReader::defer_loader_rules`] leaves to the caller).
+    pub fn is_loader_rule(&self) -> bool {
+        matches!(
+            self,
+            ImageErrorKind::EmptyChipRevisionRange { .. }
+                | ImageErrorKind::ChipRevision { .. }
+                | ImageErrorKind::MappingMisaligned { .. }
+                | ImageErrorKind::BadLoadAddress { .. }
+                | ImageErrorKind::OverlapsBootloader { .. }
+                | ImageErrorKind::TooLargeForPartition { .. }
+        )
+    }
 }
 
 /// A part of the image, to say which one is missing.

@@ -97,6 +97,44 @@ impl fmt::Display for FlashFreqCode {
     }
 }
 
+/// A chip revision in ESP-IDF's `*_chip_rev_full` encoding, `major * 100 + minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChipRevision(pub u16);
+
+impl fmt::Display for ChipRevision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// The chip revisions an image runs on, as `bootloader_common_check_chip_validity` judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChipRevisions {
+    pub min: ChipRevision,
+    /// `None`: no upper bound.
+    pub max: Option<ChipRevision>,
+}
+
+impl ChipRevisions {
+    pub fn contains(&self, revision: ChipRevision) -> bool {
+        self.min <= revision && self.max.is_none_or(|max| revision <= max)
+    }
+
+    /// Whether no chip revision at all is inside.
+    pub fn is_empty(&self) -> bool {
+        self.max.is_some_and(|max| max < self.min)
+    }
+}
+
+impl fmt::Display for ChipRevisions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max {
+            Some(max) => write!(f, "{} to {max}", self.min),
+            None => write!(f, "{} and later", self.min),
+        }
+    }
+}
+
 /// `esp_image_header_t`, every field named as in ESP-IDF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageHeader {
@@ -135,6 +173,16 @@ pub(crate) enum HeaderFault {
 }
 
 impl ImageHeader {
+    /// The chip revisions the image runs on: from `min_chip_rev_full`, up to
+    /// `max_chip_rev_full` unless that is not set (0 or 0xFFFF, ESP-IDF's `IS_MAX_REV_SET`).
+    pub fn chip_revisions(&self) -> ChipRevisions {
+        ChipRevisions {
+            min: ChipRevision(self.min_chip_rev_full),
+            max: (!matches!(self.max_chip_rev_full, 0 | 0xFFFF))
+                .then_some(ChipRevision(self.max_chip_rev_full)),
+        }
+    }
+
     /// Reads the header from its 24 bytes.
     pub(crate) fn parse(raw: &[u8; HEADER_LEN]) -> Result<ImageHeader, (usize, HeaderFault)> {
         if raw[0] != IMAGE_MAGIC {

@@ -11,6 +11,8 @@
 mod descriptor;
 mod error;
 mod header;
+pub mod loader;
+pub mod memory;
 mod reader;
 
 pub use descriptor::{
@@ -18,8 +20,10 @@ pub use descriptor::{
 };
 pub use error::{ImageError, ImageErrorKind, Part};
 pub use header::{
-    FlashFreqCode, FlashMode, FlashSizeCode, HEADER_LEN, IMAGE_MAGIC, ImageHeader, MAX_SEGMENTS,
+    ChipRevision, ChipRevisions, FlashFreqCode, FlashMode, FlashSizeCode, HEADER_LEN, IMAGE_MAGIC,
+    ImageHeader, MAX_SEGMENTS,
 };
+pub use loader::Target;
 pub use reader::ImageReader;
 
 use crate::{Chip, Sha256};

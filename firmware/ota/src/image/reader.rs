@@ -7,13 +7,15 @@ use sha2::Digest as _;
 
 use super::descriptor::{AppDescriptor, DESCRIPTOR_LEN, DESCRIPTOR_OFFSET};
 use super::error::{ImageError, ImageErrorKind, Part};
-use super::header::{HEADER_LEN, HeaderFault, ImageHeader, MAX_SEGMENTS};
+use super::header::{ChipRevision, HEADER_LEN, HeaderFault, ImageHeader, MAX_SEGMENTS};
+use super::loader::{self, Target};
+use super::memory::MemoryMap;
 use super::{ImageInfo, Segment, SegmentTable};
 use crate::{Chip, Sha256};
 
 /// `esp_image_segment_header_t`: load address and length.
 const SEGMENT_HEADER_LEN: usize = 8;
-/// ESP-IDF caps an app partition, and so any segment in it, at 16 MiB.
+/// ESP-IDF refuses a segment of 16 MiB or more (`verify_segment_header`).
 const MAX_SEGMENT_LEN: u32 = 16 << 20;
 /// The XOR checksum starts from this value.
 const CHECKSUM_SEED: u8 = 0xEF;
@@ -30,7 +32,8 @@ enum Stage {
     End,
 }
 
-/// Checks an ESP app image fed to it in chunks of any size.
+/// Checks an ESP app image fed to it in chunks of any size: its format, and the rules
+/// ESP-IDF's loader adds ([`super::loader`]), so that what it accepts the chip boots.
 ///
 /// ```
 /// # use ota_core::image::ImageReader;
@@ -47,6 +50,9 @@ enum Stage {
 pub struct ImageReader {
     expected_chip: Option<Chip>,
     declared_len: Option<u64>,
+    target: Target,
+    /// Whether the loader's rules refuse the image here, or are left to the caller.
+    loader_rules: bool,
     offset: u64,
     stage: Stage,
     /// Collects the fixed-size structures that may be split across chunks.
@@ -74,6 +80,8 @@ impl ImageReader {
         ImageReader {
             expected_chip: None,
             declared_len: None,
+            target: Target::default(),
+            loader_rules: true,
             offset: 0,
             stage: Stage::Header,
             staging: [0; 32],
@@ -99,6 +107,26 @@ impl ImageReader {
     /// a segment that claims more is refused when its header arrives, not at the end.
     pub fn expect_len(mut self, len: u64) -> ImageReader {
         self.declared_len = Some(len);
+        self
+    }
+
+    /// Refuse an image that a chip of this revision would not boot.
+    pub fn expect_chip_revision(mut self, revision: ChipRevision) -> ImageReader {
+        self.target.chip_revision = Some(revision);
+        self
+    }
+
+    /// Refuse an image longer than the partition it is written to.
+    pub fn expect_partition(mut self, size: u64) -> ImageReader {
+        self.target.partition_size = Some(size);
+        self
+    }
+
+    /// Check only the format, and leave ESP-IDF's loader rules to the caller, who lists
+    /// every one the image breaks with [`ImageInfo::loader_faults`] (as `clockrel check`
+    /// does, to report them all beside the rest of the image).
+    pub fn defer_loader_rules(mut self) -> ImageReader {
+        self.loader_rules = false;
         self
     }
 
@@ -264,6 +292,12 @@ impl ImageReader {
                 }
                 Stage::End => return Ok(len - data.len()),
             }
+            if self.loader_rules
+                && let Some(kind) = loader::partition_fault(self.offset, &self.target)
+            {
+                let at = self.target.partition_size.unwrap_or(self.offset);
+                return Err(self.error_at(at, kind));
+            }
         }
         Ok(len)
     }
@@ -314,6 +348,11 @@ impl ImageReader {
                 },
             ));
         }
+        if self.loader_rules
+            && let Some(kind) = loader::revision_fault(&header, &self.target)
+        {
+            return Err(self.error_at(15, kind));
+        }
         self.header = Some(header);
         self.stage = Stage::SegmentHeader;
         Ok(())
@@ -347,18 +386,25 @@ impl ImageReader {
                 ));
             }
         }
-        if len > MAX_SEGMENT_LEN {
+        if len >= MAX_SEGMENT_LEN {
             return Err(self.error_at(len_offset, ImageErrorKind::SegmentTooLarge { index, len }));
         }
         if index == 0 && (len as usize) < DESCRIPTOR_LEN {
             return Err(self.error_at(len_offset, ImageErrorKind::DescriptorMissing { len }));
         }
-        self.segments.push(Segment {
+        let segment = Segment {
             index,
             load_addr,
             data_offset: self.offset,
             len,
-        });
+        };
+        let map = self.header.and_then(|h| MemoryMap::of(h.chip));
+        if self.loader_rules
+            && let Some(kind) = map.and_then(|map| loader::segment_fault(map, &segment))
+        {
+            return Err(self.error_at(loader::segment_header_offset(&segment), kind));
+        }
+        self.segments.push(segment);
         self.stage = Stage::SegmentData { remaining: len };
         if len == 0 {
             self.end_segment();
