@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use esp_idf_part::PartitionTable;
 use ota_core::Chip;
-use ota_core::image::ImageInfo;
+use ota_core::image::{ImageInfo, ImageReader};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -123,6 +123,8 @@ pub struct ImageSummary {
     pub entry: String,
     pub min_chip_rev: u16,
     pub max_chip_rev: u16,
+    /// The two above as ESP-IDF reads them: "v0.0 to v0.99".
+    pub chip_revisions: String,
     pub segments: Vec<SegmentSummary>,
 }
 
@@ -159,6 +161,7 @@ impl ImageSummary {
             entry: format!("{:#010x}", h.entry_addr),
             min_chip_rev: h.min_chip_rev_full,
             max_chip_rev: h.max_chip_rev_full,
+            chip_revisions: h.chip_revisions().to_string(),
             segments: info
                 .segments
                 .as_slice()
@@ -281,6 +284,7 @@ pub fn run(options: &CheckOptions, config: Option<&Config>) -> Result<Checked, F
                 format!("the image was made for {} from the ELF", chip.value),
             ),
         });
+        findings.extend(rules::image_loader(&image.info));
     }
     let table = match &table_path {
         Some(path) => load_table(path, &mut findings)?,
@@ -365,7 +369,11 @@ fn load_image(
         }
         (None, None) => return Ok(None),
     };
-    let info = ota_core::image::parse(&bytes, None).map_err(|e| {
+    // The loader's rules become findings beside the others, not a refusal to read.
+    let mut reader = ImageReader::new()
+        .expect_len(bytes.len() as u64)
+        .defer_loader_rules();
+    let info = reader.feed(&bytes).and_then(|()| reader.finish()).map_err(|e| {
         let what = path.as_deref().or(options.elf.as_deref()).unwrap_or(Path::new("-"));
         Failure::new(Exit::BadInput, anyhow::Error::new(e).context(what.display().to_string()))
             .hint("an OTA slot takes an ESP-IDF app image (.bin), not an ELF, a merged flash dump or a bootloader")
@@ -534,11 +542,8 @@ fn render_image(out: &mut String, image: &ImageSummary) {
         (
             "chip",
             format!(
-                "{} (id {}), revisions {}..{}",
-                image.chip,
-                image.chip_id,
-                rev(image.min_chip_rev),
-                rev(image.max_chip_rev)
+                "{} (id {}), revisions {}",
+                image.chip, image.chip_id, image.chip_revisions
             ),
         ),
         ("version", image.version.clone()),
@@ -573,9 +578,4 @@ fn render_image(out: &mut String, image: &ImageSummary) {
         );
     }
     out.push('\n');
-}
-
-/// A chip revision `major * 100 + minor` as `v0.0`.
-fn rev(full: u16) -> String {
-    format!("v{}.{}", full / 100, full % 100)
 }

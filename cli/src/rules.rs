@@ -7,6 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use esp_idf_part::{AppType, DataType, Partition, SubType, Type};
+use ota_core::image::memory::MemoryMap;
+use ota_core::image::{ImageInfo, Target};
 use serde::Serialize;
 
 use crate::partitions::TABLE_END;
@@ -28,6 +30,12 @@ pub enum Rule {
     FactoryNotOta,
     InsideFlash,
     Chip,
+    /// The image runs on some revision of the chip.
+    ChipRevision,
+    /// Flash-mapped segments sit on their 64 KiB page congruence.
+    SegmentMapping,
+    /// Loaded segments lie in the chip's RAM, clear of the bootloader's.
+    LoadAddress,
     Headroom,
     /// The image's embedded version is the one being released.
     Version,
@@ -53,6 +61,9 @@ impl Rule {
             Rule::FactoryNotOta => "factory-not-ota",
             Rule::InsideFlash => "inside-flash",
             Rule::Chip => "chip",
+            Rule::ChipRevision => "chip-revision",
+            Rule::SegmentMapping => "segment-mapping",
+            Rule::LoadAddress => "load-address",
             Rule::Headroom => "headroom",
             Rule::Version => "version",
             Rule::Newer => "newer",
@@ -119,6 +130,45 @@ impl Finding {
             Finding::fail(rule, problems.join("; "))
         }
     }
+}
+
+/// The rules ESP-IDF's image loader applies to the image beyond its format, as judged by
+/// ota-core's reader: a failure here is an image every device would refuse to boot.
+/// (That it fits its partition is the headroom rule's, with room to spare.)
+pub fn image_loader(info: &ImageInfo) -> Vec<Finding> {
+    let faults = info.loader_faults(&Target::default());
+    let judged = |rule: Rule, ok: String| {
+        let problems = faults
+            .iter()
+            .filter(|fault| fault.kind.rule() == rule.id())
+            .map(ToString::to_string)
+            .collect();
+        Finding::from_problems(rule, problems, || ok)
+    };
+    let chip = info.header.chip;
+    let revision = judged(
+        Rule::ChipRevision,
+        format!("runs on chip revisions {}", info.header.chip_revisions()),
+    );
+    if MemoryMap::of(chip).is_none() {
+        let unknown = format!("clockrel does not know the memory map of the {chip}");
+        return vec![
+            revision,
+            Finding::skip(Rule::SegmentMapping, unknown.clone()),
+            Finding::skip(Rule::LoadAddress, unknown),
+        ];
+    }
+    vec![
+        revision,
+        judged(
+            Rule::SegmentMapping,
+            "every flash-mapped segment sits at a file offset congruent to its address modulo 64 KiB".to_owned(),
+        ),
+        judged(
+            Rule::LoadAddress,
+            "every loaded segment lies in the chip's RAM, clear of the bootloader's".to_owned(),
+        ),
+    ]
 }
 
 /// Spare room an OTA slot must keep above the image, in percent of the image.

@@ -81,7 +81,7 @@ fn a_sound_image_and_table_pass_with_exit_zero() {
     );
     let text = stdout(&out);
     assert!(
-        text.contains("verdict: safe to ship (9 rules passed)"),
+        text.contains("verdict: safe to ship (12 rules passed)"),
         "{text}"
     );
     assert!(text.contains("version         2.9.0"), "{text}");
@@ -132,6 +132,9 @@ fn json_reports_the_image_the_slots_and_every_rule() {
         ids,
         [
             "chip",
+            "chip-revision",
+            "segment-mapping",
+            "load-address",
             "table",
             "no-overlaps",
             "app-alignment",

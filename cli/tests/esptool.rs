@@ -11,6 +11,7 @@ use std::process::Command;
 
 use ota_core::image::parse;
 use testkit::FirmwareElf;
+use testkit::image::RawImage;
 
 /// What `esptool image-info` says about one image.
 #[derive(Debug, Default)]
@@ -172,4 +173,53 @@ fn esptool_and_our_reader_both_refuse_a_corrupted_image() {
         "esptool accepted a corrupted image"
     );
     assert!(parse(&bytes, None).is_err());
+}
+
+/// esptool's `image-info` judges only the format: an image whose IROM segment sits off its
+/// 64 KiB page congruence is "valid" to it, yet ESP-IDF's loader refuses it. `check`
+/// must fail it, by name, and keep reporting the rest.
+#[test]
+fn an_image_esptool_calls_valid_but_esp_idf_refuses_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = RawImage::parse(&common::app_image(&FirmwareElf::new("2.9.0")));
+    let padding = raw.find(0..1);
+    raw.segments[padding].data.extend([0; 16]);
+    let bytes = raw.build();
+    let path = dir.path().join("misaligned.bin");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let theirs = esptool_image_info(&path);
+    assert!(
+        theirs.checksum_valid && theirs.hash_valid,
+        "the image is well formed: esptool must call it valid"
+    );
+
+    let table = common::workspace().join("partitions/partitions.csv");
+    let out = common::clockrel(
+        dir.path(),
+        &[
+            "check",
+            "--image",
+            path.to_str().unwrap(),
+            "--partitions",
+            table.to_str().unwrap(),
+        ],
+    );
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}{}", common::stderr(&out));
+    let irom = raw.find(0x4200_0000..0x4400_0000);
+    let expected = format!(
+        "segment {irom} is mapped at 0x42000020 from file offset {:#x}",
+        raw.data_offset(irom)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("FAIL  segment-mapping") && l.contains(&expected)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("pass  load-address")),
+        "{text}"
+    );
 }

@@ -34,6 +34,7 @@ use ota_core::engine::{
     Config, ContentRange, Control, Engine, Http, HttpError, Installed, Offer, Response, SlotError,
     Slots, Source, Sources, Store, Timeouts, UpdateError,
 };
+use ota_core::image::ChipRevision;
 use ota_core::manifest::PublicKey;
 use ota_core::mqtt::{self, Device, Topics};
 use ota_core::policy::Running;
@@ -161,6 +162,7 @@ fn run() -> Result<(), EspError> {
             version: version.clone(),
             secure_version: 0,
             chip: Chip::Esp32S3,
+            chip_revision: Some(chip_revision()),
         };
         let app = App::new(
             topics,
@@ -192,6 +194,15 @@ fn run() -> Result<(), EspError> {
         std::thread::sleep(Duration::from_secs(10));
         stay_joined(wifi.as_mut(), &mut last_try);
     }
+}
+
+/// The chip's revision as `major * 100 + minor`, the encoding of the image header's
+/// revision fields (`esp_chip_info_t::revision`).
+fn chip_revision() -> ChipRevision {
+    let mut info = sys::esp_chip_info_t::default();
+    // SAFETY: esp_chip_info only fills the struct it is given.
+    unsafe { sys::esp_chip_info(&mut info) };
+    ChipRevision(info.revision)
 }
 
 fn trusted_keys() -> Vec<PublicKey> {

@@ -6,6 +6,7 @@ use core::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use crate::image::ChipRevision;
 use crate::manifest::{PublicKey, SignatureError};
 use crate::{Chip, Manifest, Version};
 
@@ -15,6 +16,8 @@ pub struct Running {
     pub version: Version,
     pub secure_version: u32,
     pub chip: Chip,
+    /// The chip's revision, when known: an image that does not run on it is refused.
+    pub chip_revision: Option<ChipRevision>,
 }
 
 /// The verdict on a manifest.

@@ -374,6 +374,7 @@ fn running(version: &str, secure_version: u32) -> Running {
         version: v(version),
         secure_version,
         chip: Chip::Esp32S3,
+        chip_revision: None,
     }
 }
 

@@ -3,12 +3,16 @@
 
 use ota_core::engine::health::BootSlot;
 use ota_core::engine::{SlotError, Slots};
-use ota_core::image::{ImageInfo, ImageReader};
+use ota_core::image::{ChipRevision, ImageInfo, ImageReader};
 use ota_core::otadata::{BootTarget, ENTRY_SIZE, OtaState, Otadata, SECTOR_SIZE, Slot};
 use ota_core::{Chip, Version};
 
 use super::flash::{Flash, PowerCut};
 use super::layout::{Extent, Layout, TABLE_OFFSET};
+
+/// The simulated board's chip: an ESP32-S3 of revision v0.2.
+pub const CHIP: Chip = Chip::Esp32S3;
+pub const CHIP_REVISION: ChipRevision = ChipRevision(2);
 
 /// Why the device did not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,10 +108,15 @@ impl Device {
         }
     }
 
-    /// The image in a partition, if it is a whole, well-formed app image.
+    /// The image in a partition, if ESP-IDF's loader would take it: well formed, for
+    /// this chip and its revision, and within every rule of the loader (ota-core's
+    /// reader applies them all), so the simulator boots what the chip boots.
     pub fn image_in(&self, target: BootTarget) -> Option<ImageInfo> {
         let extent = self.extent(target)?;
-        let mut reader = ImageReader::new();
+        let mut reader = ImageReader::new()
+            .expect_chip(CHIP)
+            .expect_chip_revision(CHIP_REVISION)
+            .expect_partition(extent.size as u64);
         for chunk in self.flash.read(extent.offset, extent.size).chunks(4096) {
             reader.feed_partial(chunk).ok()?;
             if reader.is_complete() {

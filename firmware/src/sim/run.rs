@@ -273,6 +273,7 @@ fn engine(settings: &Settings, booted: &Booted) -> Engine {
             version: booted.version.clone(),
             secure_version: booted.secure_version,
             chip: booted.chip,
+            chip_revision: Some(crate::sim::device::CHIP_REVISION),
         },
         timeouts: settings.timeouts,
     })

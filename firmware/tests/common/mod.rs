@@ -122,6 +122,7 @@ impl Release {
                 version: running.version.clone(),
                 secure_version: running.secure_version,
                 chip: running.chip,
+                chip_revision: Some(wordclock::sim::device::CHIP_REVISION),
             },
             timeouts,
         })

@@ -416,9 +416,13 @@ impl<'a> Download<'a> {
     }
 
     fn fresh_reader(config: &Config, manifest: &Manifest) -> ImageReader {
-        ImageReader::new()
+        let reader = ImageReader::new()
             .expect_chip(config.running.chip)
-            .expect_len(manifest.firmware_size)
+            .expect_len(manifest.firmware_size);
+        match config.running.chip_revision {
+            Some(revision) => reader.expect_chip_revision(revision),
+            None => reader,
+        }
     }
 
     fn run(

@@ -32,6 +32,7 @@ pub fn running(version: &str, secure_version: u32) -> Running {
         version: version.parse().unwrap(),
         secure_version,
         chip: Chip::Esp32S3,
+        chip_revision: Some(ota_core::image::ChipRevision(2)),
     }
 }
 
