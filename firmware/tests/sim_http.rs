@@ -1,5 +1,6 @@
 //! The simulated device updating over real HTTP from two local sources: failover when
-//! the primary refuses connections, breaks mid-download, or accepts and never answers.
+//! the primary refuses connections, breaks mid-download, or accepts and never answers,
+//! and when it serves bad bytes or a stale answer.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
 
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Release, V2_FILE, dead_base, fresh_device, live};
-use ota_core::engine::{Sources, Timeouts};
+use ota_core::engine::{Control, Failure, Installed, Source, Sources, Timeouts, UpdateError};
 use ota_core::otadata::{BootTarget, Slot};
 use testkit::FileServer;
 use wordclock::sim::device::Device;
@@ -134,4 +135,109 @@ fn a_primary_that_trickles_is_left_when_the_request_deadline_passes() {
         "only the rest of the image came from R2: {resumed:?}"
     );
     assert!(resumed[0].1.is_some_and(|from| from > 0), "{resumed:?}");
+}
+
+/// Boots the fresh device and installs from `preferred` first, without rebooting.
+fn install_preferring(
+    device: &mut Device,
+    release: &Release,
+    sources: &Sources,
+    preferred: Source,
+) -> Result<Installed, UpdateError> {
+    let booted = device.boot().unwrap();
+    let engine = release.engine(&booted, sources.clone(), Timeouts::default());
+    let mut http = RealHttp::new().unwrap();
+    let mut slots = device.slots(booted.target);
+    engine.update(
+        &mut http,
+        &mut slots,
+        preferred,
+        &Control::default(),
+        &mut |_: u64, _: u64| {},
+    )
+}
+
+fn image_requests(server: &FileServer) -> Vec<Option<u64>> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|(path, _)| path == &format!("/{V2_FILE}"))
+        .map(|(_, from)| from)
+        .collect()
+}
+
+#[test]
+fn a_tampered_image_on_github_is_refused_and_fetched_whole_from_r2() {
+    let release = Release::v2();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    let mut tampered = release.image.clone();
+    tampered[5_000] ^= 0x01;
+    github.put(V2_FILE, &tampered);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    let installed = install_preferring(&mut device, &release, &sources, Source::Github).unwrap();
+    assert_eq!(installed.sources, [Source::R2]);
+    assert_eq!(image_requests(&r2), [None], "R2 sent the whole image");
+    let refusal = &installed.attempts[0];
+    assert_eq!(refusal.source, Source::Github);
+    assert!(
+        matches!(&refusal.failure, Some(Failure::BadImage(why)) if why.contains("checksum")),
+        "{refusal:?}"
+    );
+    let booted = device.boot().unwrap();
+    assert_eq!(
+        (booted.target, booted.version.to_string()),
+        (BootTarget::Ota(Slot(0)), "2.0.0".to_owned())
+    );
+    let image = device.image_in(booted.target).unwrap();
+    assert_eq!(
+        image.sha256, release.manifest.sha256,
+        "R2's bytes, not GitHub's"
+    );
+}
+
+#[test]
+fn a_stale_cdn_serving_the_old_build_under_the_new_name_fails_over_to_github() {
+    let release = Release::v2();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    r2.put(V2_FILE, &common::image("1.0.0"));
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    let installed = install_preferring(&mut device, &release, &sources, Source::R2).unwrap();
+    assert_eq!(installed.sources, [Source::Github]);
+    assert!(
+        installed.attempts.iter().any(|a| a.source == Source::R2
+            && matches!(&a.failure, Some(Failure::BadImage(why))
+                if why.contains("the image says it is 1.0.0, the manifest says 2.0.0"))),
+        "{:?}",
+        installed.attempts
+    );
+    assert_eq!(image_requests(&github), [None]);
+    assert_eq!(device.boot().unwrap().version.to_string(), "2.0.0");
+}
+
+#[test]
+fn a_stale_signed_manifest_on_github_does_not_hide_the_release_r2_serves() {
+    let release = Release::v2();
+    let mut stale = release.manifest.clone();
+    stale.version = "1.0.0".parse().unwrap();
+    stale.sign(&release.key);
+    let github = FileServer::start(&[("version.json", &stale.to_json())]);
+    let r2 = serving(&release);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    let asked: Vec<String> = r2.requests().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(asked, ["/version.json", format!("/{V2_FILE}").as_str()]);
 }

@@ -205,7 +205,7 @@ fn an_image_nobody_can_deliver_leaves_the_slot_unset() {
 }
 
 #[test]
-fn a_corrupted_image_is_refused_before_the_boot_slot_changes() {
+fn a_corrupted_image_on_one_source_is_fetched_again_from_the_other() {
     let mut corrupted = IMAGE.to_vec();
     corrupted[40_000] ^= 0x10;
     let mut http = FakeHttp::healthy(&manifest());
@@ -215,10 +215,138 @@ fn a_corrupted_image_is_refused_before_the_boot_slot_changes() {
         Behaviour::serve(&corrupted),
     );
     let mut slots = FakeSlots::default();
+    let installed = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap();
+    assert_eq!(installed.sources, [Source::R2]);
+    assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
+    assert_eq!(slots.began, 2, "the slot was begun again for R2's copy");
+    let refusal = installed
+        .attempts
+        .iter()
+        .find(|a| a.source == Source::Github);
+    assert!(
+        matches!(&refusal.unwrap().failure, Some(Failure::BadImage(why)) if why.contains("checksum")),
+        "{:?}",
+        installed.attempts
+    );
+    let from_r2: Vec<_> = http
+        .log
+        .iter()
+        .filter(|(url, _)| url.starts_with(R2) && url.ends_with(".bin"))
+        .collect();
+    assert_eq!(from_r2.len(), 1, "R2 sent the whole image, from 0");
+    assert_eq!(from_r2[0].1, None);
+}
+
+#[test]
+fn an_image_corrupted_on_both_sources_is_refused_with_both_reasons() {
+    let mut corrupted = IMAGE.to_vec();
+    corrupted[40_000] ^= 0x10;
+    let mut http = FakeHttp::healthy(&manifest());
+    for source in [Source::Github, Source::R2] {
+        http.route(source, "wordclock-v2.9.0.bin", Behaviour::serve(&corrupted));
+    }
+    let mut slots = FakeSlots::default();
     let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
-    assert!(matches!(error, UpdateError::Verify(_)), "{error}");
+    let UpdateError::Verify(why) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        why.starts_with("github: app image, at byte") && why.contains("; r2: app image, at byte"),
+        "{why}"
+    );
     assert!(!slots.boot_set);
-    assert_eq!(slots.aborted, 1);
+    let image_requests = http.log.iter().filter(|(u, _)| u.ends_with(".bin")).count();
+    assert_eq!(image_requests, 2, "one whole try per source, no more");
+}
+
+#[test]
+fn a_stale_cdn_copy_under_the_new_name_is_refused_early_and_the_other_source_used() {
+    // R2, preferred, still serves the 2.8.0 build under 2.9.0's versioned name.
+    let stale = support::image_of_version("2.8.0");
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(Source::R2, "wordclock-v2.9.0.bin", Behaviour::serve(&stale));
+    let mut slots = FakeSlots::default();
+    let installed = engine("2.8.0", 0)
+        .update(
+            &mut http,
+            &mut slots,
+            Source::R2,
+            &Control::default(),
+            &mut |_: u64, _: u64| {},
+        )
+        .unwrap();
+    assert_eq!(installed.sources, [Source::Github]);
+    assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
+    assert!(
+        installed.attempts.iter().any(|a| a.source == Source::R2
+            && matches!(&a.failure, Some(Failure::BadImage(why)) if why.contains("the image says it is 2.8.0"))),
+        "{:?}",
+        installed.attempts
+    );
+}
+
+#[test]
+fn a_stale_manifest_on_the_preferred_source_does_not_hide_the_release() {
+    // GitHub's cache still serves the 2.8.0 manifest (correctly signed); R2 has 2.9.0.
+    let mut old = support::unsigned_manifest();
+    old.version = "2.8.0".parse().unwrap();
+    old.sign(&key());
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "version.json",
+        Behaviour::serve(&old.to_json()),
+    );
+    let engine = engine("2.8.0", 0);
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    assert_eq!(offer.decision, Decision::Update);
+    assert_eq!(offer.source, Source::R2);
+    assert_eq!(offer.manifest.version.to_string(), "2.9.0");
+    assert_eq!(offer.attempts.len(), 2, "both manifests were read");
+}
+
+#[test]
+fn a_replayed_older_manifest_never_downgrades_and_the_newer_one_is_reported() {
+    let mut old = support::unsigned_manifest();
+    old.version = "2.7.0".parse().unwrap();
+    old.sign(&key());
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "version.json",
+        Behaviour::serve(&old.to_json()),
+    );
+    let engine = engine("2.9.0", 2);
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    assert_eq!(
+        (offer.source, offer.decision),
+        (Source::R2, Decision::Current),
+        "R2's current manifest is the better answer than GitHub's downgrade"
+    );
+    let mut slots = FakeSlots::default();
+    assert_eq!(
+        update(&engine, &mut http, &mut slots).unwrap_err(),
+        UpdateError::Current
+    );
+    assert_eq!(slots.began, 0);
+}
+
+#[test]
+fn an_up_to_date_device_asks_both_sources_and_stays() {
+    let mut http = FakeHttp::healthy(&manifest());
+    let offer = engine("2.9.0", 2).check(&mut http, Source::Github).unwrap();
+    assert_eq!(
+        (offer.source, offer.decision),
+        (Source::Github, Decision::Current)
+    );
+    let manifests: Vec<&str> = http.log.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(
+        manifests,
+        [
+            format!("{}version.json", support::base(Source::Github)),
+            format!("{R2}version.json"),
+        ]
+    );
 }
 
 #[test]
@@ -232,7 +360,11 @@ fn an_image_whose_embedded_version_differs_is_refused_as_soon_as_it_shows() {
     let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
     assert_eq!(
         error,
-        UpdateError::Verify("the image says it is 2.9.0, the manifest says 2.9.1".into())
+        UpdateError::Verify(
+            "github: the image says it is 2.9.0, the manifest says 2.9.1; \
+             r2: the image says it is 2.9.0, the manifest says 2.9.1"
+                .into()
+        )
     );
     assert!(!slots.boot_set);
     assert!(
@@ -253,7 +385,7 @@ fn an_image_whose_hash_differs_from_the_manifest_is_refused() {
     assert!(
         error
             .to_string()
-            .starts_with("the image is not the one promised: SHA-256"),
+            .starts_with("the image is not the one promised: github: SHA-256"),
         "{error}"
     );
     assert!(!slots.boot_set);
@@ -362,7 +494,11 @@ fn a_secure_version_other_than_the_manifests_is_refused() {
     let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
     assert_eq!(
         error,
-        UpdateError::Verify("the image's secure_version is 2, the manifest says Some(3)".into())
+        UpdateError::Verify(
+            "github: the image's secure_version is 2, the manifest says Some(3); \
+             r2: the image's secure_version is 2, the manifest says Some(3)"
+                .into()
+        )
     );
     assert!(!slots.boot_set);
 }

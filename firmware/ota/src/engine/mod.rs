@@ -103,6 +103,8 @@ pub enum Failure {
     BadRange(String),
     /// The image resumed across sources did not verify: they serve different bytes.
     Mixed(String),
+    /// The image this source served does not verify: it is not asked again for it.
+    BadImage(String),
 }
 
 impl From<HttpError> for Failure {
@@ -125,6 +127,7 @@ impl core::fmt::Display for Failure {
             Failure::Invalid(why) => write!(f, "invalid manifest: {why}"),
             Failure::BadRange(why) => f.write_str(why),
             Failure::Mixed(why) => write!(f, "the sources serve different bytes ({why})"),
+            Failure::BadImage(why) => write!(f, "served an image that does not verify: {why}"),
         }
     }
 }
@@ -263,9 +266,14 @@ impl Engine {
     /// The device's own history is its caller's: a release rolled back on this device is
     /// held back with [`policy::after_rollback`] (as `wordclock::app` does).
     /// A source fails over on connect error, timeout, a status other than 200, or a
-    /// manifest that does not parse or verify.
+    /// manifest that does not parse or verify. A trusted manifest that offers no update
+    /// is not the last word either: the other source is asked too (a kilobyte), since a
+    /// stale cache or a frozen mirror would otherwise hide a release from the whole
+    /// fleet. Of two trusted manifests the one that offers an update wins, else the
+    /// newer; a tie goes to the preferred source.
     pub fn check(&self, http: &mut dyn Http, preferred: Source) -> Result<Offer, UpdateError> {
         let mut attempts = Vec::new();
+        let mut best: Option<(Source, Manifest, Decision)> = None;
         for source in [preferred, preferred.other()] {
             match self.fetch_manifest(http, source) {
                 Ok(manifest) => {
@@ -276,12 +284,20 @@ impl Engine {
                     });
                     let decision =
                         policy::decide(&self.config.running, &manifest, &self.config.trusted);
-                    return Ok(Offer {
-                        source,
-                        manifest,
-                        decision,
-                        attempts,
+                    let update = decision == Decision::Update;
+                    let better = best.as_ref().is_none_or(|(_, kept, kept_decision)| {
+                        match (update, *kept_decision == Decision::Update) {
+                            (true, false) => true,
+                            (false, true) => false,
+                            _ => manifest.version.precedence(&kept.version).is_gt(),
+                        }
                     });
+                    if better {
+                        best = Some((source, manifest, decision));
+                    }
+                    if update {
+                        break;
+                    }
                 }
                 Err(failure) => attempts.push(Attempt {
                     source,
@@ -290,7 +306,15 @@ impl Engine {
                 }),
             }
         }
-        Err(UpdateError::NoManifest { attempts })
+        match best {
+            Some((source, manifest, decision)) => Ok(Offer {
+                source,
+                manifest,
+                decision,
+                attempts,
+            }),
+            None => Err(UpdateError::NoManifest { attempts }),
+        }
     }
 
     fn fetch_manifest(&self, http: &mut dyn Http, source: Source) -> Result<Manifest, Failure> {
@@ -336,7 +360,9 @@ impl Engine {
     /// Streams the offered image into the inactive slot and sets it to boot only if its
     /// size, SHA-256, chip and embedded version are what the trusted manifest says.
     /// If the source dies mid-way the download goes on from the other source at the same
-    /// offset (a 206 with a matching Content-Range), or starts over from 0.
+    /// offset (a 206 with a matching Content-Range), or starts over from 0. An image that
+    /// fails any check is fetched again, whole, from the other source; the update fails
+    /// only when both sources served bad bytes (with both reasons) or neither delivered.
     pub fn install(
         &self,
         http: &mut dyn Http,
@@ -433,42 +459,62 @@ impl<'a> Download<'a> {
         progress: &mut dyn Progress,
     ) -> Result<(), UpdateError> {
         slots.begin(self.size).map_err(UpdateError::Flash)?;
-        // Each source gets a first try and one more after the other failed: bounded.
-        let plan = [
-            self.first,
-            self.first.other(),
-            self.first,
-            self.first.other(),
-        ];
+        // Bounded: a source gets two tries whose connection fails, and none more once
+        // bytes it served did not verify.
+        let mut broken = [0u8; 2];
+        let mut bad: [Option<String>; 2] = [None, None];
+        let index = |source: Source| source as usize;
         let mut started_over = false;
-        for source in plan {
-            let verdict = match self.fetch(http, slots, source, control, progress) {
+        let mut source = self.first;
+        loop {
+            let refused = match self.fetch(http, slots, source, control, progress) {
                 Ok(Stream::Broken(failure)) => {
                     self.attempts.push(Attempt {
                         source,
                         what: "image",
                         failure: Some(failure),
                     });
-                    continue;
+                    broken[index(source)] += 1;
+                    None
                 }
-                Ok(Stream::Complete) => self.verify(),
-                Err(error) => Err(error),
+                Ok(Stream::Complete) => match self.verify() {
+                    Ok(()) => return Ok(()),
+                    Err(why) => Some(why),
+                },
+                Err(UpdateError::Verify(why)) => Some(why),
+                Err(other) => return Err(other),
             };
-            match verdict {
-                // Resumed across sources that do not serve the same bytes (a CDN still
-                // on another build): start over once, from a single source.
-                Err(UpdateError::Verify(why)) if self.used.len() > 1 && !started_over => {
+            if let Some(why) = refused {
+                let failure = if self.used.len() > 1 && !started_over {
+                    // Resumed across sources that do not serve the same bytes (a CDN
+                    // still on another build): neither is to blame yet; start over once.
                     started_over = true;
-                    self.attempts.push(Attempt {
-                        source,
-                        what: "image",
-                        failure: Some(Failure::Mixed(why)),
-                    });
-                    self.restart(slots)?;
-                    self.used.clear();
-                }
-                verdict => return verdict,
+                    Failure::Mixed(why)
+                } else {
+                    bad[index(source)] = Some(why.clone());
+                    Failure::BadImage(why)
+                };
+                self.attempts.push(Attempt {
+                    source,
+                    what: "image",
+                    failure: Some(failure),
+                });
+                self.restart(slots)?;
+                self.used.clear();
             }
+            let usable = |s: Source| bad[index(s)].is_none() && broken[index(s)] < 2;
+            source = match (usable(source.other()), usable(source)) {
+                (true, _) => source.other(),
+                (false, true) => source,
+                (false, false) => break,
+            };
+        }
+        if let [Some(github), Some(r2)] = &bad {
+            return Err(UpdateError::Verify(format!(
+                "{}: {github}; {}: {r2}",
+                Source::Github.name(),
+                Source::R2.name()
+            )));
         }
         Err(UpdateError::Download {
             attempts: core::mem::take(&mut self.attempts),
@@ -580,26 +626,27 @@ impl<'a> Download<'a> {
     }
 
     /// Everything the boot slot may change on: size, SHA-256 of the file, chip, version.
-    fn verify(&mut self) -> Result<(), UpdateError> {
+    /// `Err` says why the image is not the promised one.
+    fn verify(&mut self) -> Result<(), String> {
         let reader = core::mem::take(&mut self.reader);
-        let info = reader.finish().map_err(|e| self.image_error(e))?;
+        let info = reader.finish().map_err(|e| e.to_string())?;
         if info.len != self.size {
-            return Err(UpdateError::Verify(format!(
+            return Err(format!(
                 "{} bytes, the manifest says {}",
                 info.len, self.size
-            )));
+            ));
         }
         if info.sha256 != self.manifest.sha256 {
-            return Err(UpdateError::Verify(format!(
+            return Err(format!(
                 "SHA-256 {}, the manifest says {}",
                 info.sha256, self.manifest.sha256
-            )));
+            ));
         }
         if Some(info.header.chip) != self.manifest.chip {
-            return Err(UpdateError::Verify(format!(
+            return Err(format!(
                 "built for {}, the manifest says {:?}",
                 info.header.chip, self.manifest.chip
-            )));
+            ));
         }
         // The version and secure_version were checked when the descriptor arrived.
         Ok(())

@@ -65,6 +65,16 @@ pub fn unsigned_manifest() -> Manifest {
     }
 }
 
+/// The fixture image with another embedded version (and correct checksum and hash): a
+/// well-formed build of another release.
+pub fn image_of_version(version: &str) -> Vec<u8> {
+    let mut raw = testkit::image::RawImage::parse(IMAGE);
+    let field = &mut raw.segments[0].data[16..48];
+    field.fill(0);
+    field[..version.len()].copy_from_slice(version.as_bytes());
+    raw.build()
+}
+
 pub fn base(source: Source) -> &'static str {
     match source {
         Source::Github => GITHUB,
