@@ -285,11 +285,11 @@ fn a_stale_cdn_copy_under_the_new_name_is_refused_early_and_the_other_source_use
     );
 }
 
-#[test]
-fn a_stale_manifest_on_the_preferred_source_does_not_hide_the_release() {
-    // GitHub's cache still serves the 2.8.0 manifest (correctly signed); R2 has 2.9.0.
+/// Both sources serve 2.9.0, but GitHub's version.json is a correctly signed manifest
+/// of `version`: a stale cache, or a replay.
+fn github_serving_a_signed_manifest_of(version: &str) -> FakeHttp {
     let mut old = support::unsigned_manifest();
-    old.version = "2.8.0".parse().unwrap();
+    old.version = version.parse().unwrap();
     old.sign(&key());
     let mut http = FakeHttp::healthy(&manifest());
     http.route(
@@ -297,6 +297,13 @@ fn a_stale_manifest_on_the_preferred_source_does_not_hide_the_release() {
         "version.json",
         Behaviour::serve(&old.to_json()),
     );
+    http
+}
+
+#[test]
+fn a_stale_manifest_on_the_preferred_source_does_not_hide_the_release() {
+    // GitHub's cache still serves the 2.8.0 manifest (correctly signed); R2 has 2.9.0.
+    let mut http = github_serving_a_signed_manifest_of("2.8.0");
     let engine = engine("2.8.0", 0);
     let offer = engine.check(&mut http, Source::Github).unwrap();
     assert_eq!(offer.decision, Decision::Update);
@@ -307,15 +314,7 @@ fn a_stale_manifest_on_the_preferred_source_does_not_hide_the_release() {
 
 #[test]
 fn a_replayed_older_manifest_never_downgrades_and_the_newer_one_is_reported() {
-    let mut old = support::unsigned_manifest();
-    old.version = "2.7.0".parse().unwrap();
-    old.sign(&key());
-    let mut http = FakeHttp::healthy(&manifest());
-    http.route(
-        Source::Github,
-        "version.json",
-        Behaviour::serve(&old.to_json()),
-    );
+    let mut http = github_serving_a_signed_manifest_of("2.7.0");
     let engine = engine("2.9.0", 2);
     let offer = engine.check(&mut http, Source::Github).unwrap();
     assert_eq!(
