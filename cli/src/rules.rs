@@ -32,6 +32,8 @@ pub enum Rule {
     Chip,
     /// The image runs on some revision of the chip.
     ChipRevision,
+    /// The app runs on some revision of the chip's eFuse block.
+    EfuseBlockRevision,
     /// Flash-mapped segments sit on their 64 KiB page congruence.
     SegmentMapping,
     /// Loaded segments lie in the chip's RAM, clear of the bootloader's.
@@ -62,6 +64,7 @@ impl Rule {
             Rule::InsideFlash => "inside-flash",
             Rule::Chip => "chip",
             Rule::ChipRevision => "chip-revision",
+            Rule::EfuseBlockRevision => "efuse-block-revision",
             Rule::SegmentMapping => "segment-mapping",
             Rule::LoadAddress => "load-address",
             Rule::Headroom => "headroom",
@@ -150,16 +153,25 @@ pub fn image_loader(info: &ImageInfo) -> Vec<Finding> {
         Rule::ChipRevision,
         format!("runs on chip revisions {}", info.header.chip_revisions()),
     );
+    let efuse = judged(
+        Rule::EfuseBlockRevision,
+        format!(
+            "runs on eFuse block revisions {}",
+            info.descriptor.efuse_block_revisions()
+        ),
+    );
     if MemoryMap::of(chip).is_none() {
         let unknown = format!("clockrel does not know the memory map of the {chip}");
         return vec![
             revision,
+            efuse,
             Finding::skip(Rule::SegmentMapping, unknown.clone()),
             Finding::skip(Rule::LoadAddress, unknown),
         ];
     }
     vec![
         revision,
+        efuse,
         judged(
             Rule::SegmentMapping,
             "every flash-mapped segment sits at a file offset congruent to its address modulo 64 KiB".to_owned(),

@@ -81,7 +81,7 @@ fn a_sound_image_and_table_pass_with_exit_zero() {
     );
     let text = stdout(&out);
     assert!(
-        text.contains("verdict: safe to ship (12 rules passed)"),
+        text.contains("verdict: safe to ship (13 rules passed)"),
         "{text}"
     );
     assert!(text.contains("version         2.9.0"), "{text}");
@@ -133,6 +133,7 @@ fn json_reports_the_image_the_slots_and_every_rule() {
         [
             "chip",
             "chip-revision",
+            "efuse-block-revision",
             "segment-mapping",
             "load-address",
             "table",

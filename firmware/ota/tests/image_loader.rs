@@ -214,8 +214,8 @@ fn deferred_rules_are_all_listed_in_file_order() {
     image.segments[padding].data.extend([0; 4]);
     let info = deferred(&image.build());
     let target = Target {
-        chip_revision: None,
         partition_size: Some(0x1000),
+        ..Target::default()
     };
     let rules: Vec<&str> = info
         .loader_faults(&target)
@@ -268,4 +268,37 @@ proptest! {
         };
         prop_assert_eq!(verdict.is_ok(), expected_ok, "{:?}", verdict.err());
     }
+}
+
+#[test]
+fn an_app_no_efuse_block_revision_can_run_is_refused_in_its_descriptor() {
+    let mut image = raw();
+    let descriptor = &mut image.segments[0].data;
+    descriptor[176..178].copy_from_slice(&100u16.to_le_bytes()); // min v1.0
+    descriptor[178..180].copy_from_slice(&99u16.to_le_bytes()); // max v0.99
+    let e = refused(&image);
+    assert_eq!(e.offset, 0x20 + 176);
+    assert!(
+        matches!(e.kind, ImageErrorKind::EmptyEfuseBlockRange { .. }),
+        "{e}"
+    );
+    assert_eq!(e.kind.rule(), "efuse-block-revision");
+}
+
+#[test]
+fn a_chip_whose_efuse_block_is_outside_the_apps_range_refuses_it() {
+    // The fixture says max v0.0: for the eFuse block only 0xFFFF means no bound.
+    let read = |bytes: &[u8], revision: u16| {
+        let mut reader = ImageReader::new().expect_efuse_block_revision(ChipRevision(revision));
+        reader.feed(bytes).and_then(|()| reader.finish())
+    };
+    read(IMAGE, 0).unwrap();
+    let e = read(IMAGE, 1).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "app image, at byte 0xd0: this chip's eFuse block is revision v0.1, the app runs on v0.0 to v0.0"
+    );
+    let mut image = raw();
+    image.segments[0].data[178..180].copy_from_slice(&0xFFFFu16.to_le_bytes());
+    read(&image.build(), 199).unwrap();
 }

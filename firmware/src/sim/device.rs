@@ -10,9 +10,11 @@ use ota_core::{Chip, Version};
 use super::flash::{Flash, PowerCut};
 use super::layout::{Extent, Layout, TABLE_OFFSET};
 
-/// The simulated board's chip: an ESP32-S3 of revision v0.2.
+/// The simulated board's chip: an ESP32-S3 of revision v0.2, with an eFuse block of
+/// revision v0.0 (the one the test kit's images declare as their maximum).
 pub const CHIP: Chip = Chip::Esp32S3;
 pub const CHIP_REVISION: ChipRevision = ChipRevision(2);
+pub const EFUSE_BLOCK_REVISION: ChipRevision = ChipRevision(0);
 
 /// Why the device did not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +118,7 @@ impl Device {
         let mut reader = ImageReader::new()
             .expect_chip(CHIP)
             .expect_chip_revision(CHIP_REVISION)
+            .expect_efuse_block_revision(EFUSE_BLOCK_REVISION)
             .expect_partition(extent.size as u64);
         for chunk in self.flash.read(extent.offset, extent.size).chunks(4096) {
             reader.feed_partial(chunk).ok()?;

@@ -5,6 +5,8 @@
 
 use core::fmt;
 
+use super::header::{ChipRevision, ChipRevisions};
+
 /// Magic word that opens `esp_app_desc_t`.
 pub const DESCRIPTOR_MAGIC: u32 = 0xABCD_5432;
 /// Size of `esp_app_desc_t`.
@@ -74,6 +76,16 @@ pub struct AppDescriptor {
 }
 
 impl AppDescriptor {
+    /// The eFuse block revisions the app runs on (`bootloader_common_check_efuse_blk_validity`):
+    /// unlike the header's chip revisions, only 0xFFFF means no upper bound.
+    pub fn efuse_block_revisions(&self) -> ChipRevisions {
+        ChipRevisions {
+            min: ChipRevision(self.min_efuse_blk_rev_full),
+            max: (self.max_efuse_blk_rev_full != 0xFFFF)
+                .then_some(ChipRevision(self.max_efuse_blk_rev_full)),
+        }
+    }
+
     /// Reads the descriptor from its 256 bytes; `Err` carries the magic word found instead.
     pub(crate) fn parse(raw: &[u8; DESCRIPTOR_LEN]) -> Result<AppDescriptor, u32> {
         let u32_at =

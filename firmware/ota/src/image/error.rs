@@ -32,6 +32,13 @@ pub enum ImageErrorKind {
         chip: ChipRevision,
         runs_on: ChipRevisions,
     },
+    #[error("the app descriptor runs on eFuse block revisions {runs_on}: no chip is both")]
+    EmptyEfuseBlockRange { runs_on: ChipRevisions },
+    #[error("this chip's eFuse block is revision {chip}, the app runs on {runs_on}")]
+    EfuseBlockRevision {
+        chip: ChipRevision,
+        runs_on: ChipRevisions,
+    },
     #[error("segment {index} length {len} is not a multiple of 4")]
     UnalignedSegment { index: u8, len: u32 },
     #[error("segment {index} claims {len} bytes but only {available} follow")]
@@ -92,6 +99,8 @@ impl ImageErrorKind {
             ImageErrorKind::EmptyChipRevisionRange { .. } | ImageErrorKind::ChipRevision { .. } => {
                 "chip-revision"
             }
+            ImageErrorKind::EmptyEfuseBlockRange { .. }
+            | ImageErrorKind::EfuseBlockRevision { .. } => "efuse-block-revision",
             ImageErrorKind::UnalignedSegment { .. }
             | ImageErrorKind::SegmentPastEnd { .. }
             | ImageErrorKind::SegmentTooLarge { .. } => "segment-header",
@@ -117,6 +126,8 @@ impl ImageErrorKind {
             self,
             ImageErrorKind::EmptyChipRevisionRange { .. }
                 | ImageErrorKind::ChipRevision { .. }
+                | ImageErrorKind::EmptyEfuseBlockRange { .. }
+                | ImageErrorKind::EfuseBlockRevision { .. }
                 | ImageErrorKind::MappingMisaligned { .. }
                 | ImageErrorKind::BadLoadAddress { .. }
                 | ImageErrorKind::OverlapsBootloader { .. }

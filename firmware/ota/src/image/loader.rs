@@ -5,10 +5,12 @@
 
 use alloc::vec::Vec;
 
+use super::descriptor::{AppDescriptor, DESCRIPTOR_OFFSET};
 use super::error::{ImageError, ImageErrorKind};
 use super::header::{ChipRevision, ImageHeader};
 use super::memory::{MMU_PAGE, MemoryMap, Placement};
 use super::{ImageInfo, Segment};
+use crate::Chip;
 
 /// The chip and the partition an image is judged for. What is not known is not judged:
 /// the CLI knows no chip revision, a slot knows its size.
@@ -16,6 +18,8 @@ use super::{ImageInfo, Segment};
 pub struct Target {
     /// The revision of the chip that is to boot the image.
     pub chip_revision: Option<ChipRevision>,
+    /// The revision of that chip's eFuse block.
+    pub efuse_block_revision: Option<ChipRevision>,
     /// The size of the partition the image is written to.
     pub partition_size: Option<u64>,
 }
@@ -29,6 +33,28 @@ pub(crate) fn revision_fault(header: &ImageHeader, target: &Target) -> Option<Im
     }
     let chip = target.chip_revision?;
     (!runs_on.contains(chip)).then_some(ImageErrorKind::ChipRevision { chip, runs_on })
+}
+
+/// Where the descriptor's eFuse block revisions sit in the file.
+pub(crate) const EFUSE_BLOCK_REVISIONS_OFFSET: u64 = DESCRIPTOR_OFFSET + 176;
+
+/// `bootloader_common_check_efuse_blk_validity`, on the app descriptor: the range must
+/// hold some revision, and the target's. The ESP32 has no eFuse block revision, and its
+/// loader does not check one.
+pub(crate) fn efuse_block_fault(
+    chip: Chip,
+    descriptor: &AppDescriptor,
+    target: &Target,
+) -> Option<ImageErrorKind> {
+    if chip == Chip::Esp32 {
+        return None;
+    }
+    let runs_on = descriptor.efuse_block_revisions();
+    if runs_on.is_empty() {
+        return Some(ImageErrorKind::EmptyEfuseBlockRange { runs_on });
+    }
+    let chip = target.efuse_block_revision?;
+    (!runs_on.contains(chip)).then_some(ImageErrorKind::EfuseBlockRevision { chip, runs_on })
 }
 
 /// `verify_segment_header` and `verify_load_addresses`, on one segment: a mapped segment
@@ -90,6 +116,12 @@ impl ImageInfo {
         let mut faults = Vec::new();
         if let Some(kind) = revision_fault(&self.header, target) {
             faults.push(ImageError { offset: 15, kind });
+        }
+        if let Some(kind) = efuse_block_fault(self.header.chip, &self.descriptor, target) {
+            faults.push(ImageError {
+                offset: EFUSE_BLOCK_REVISIONS_OFFSET,
+                kind,
+            });
         }
         if let Some(map) = MemoryMap::of(self.header.chip) {
             faults.extend(self.segments.as_slice().iter().filter_map(|segment| {

@@ -116,6 +116,12 @@ impl ImageReader {
         self
     }
 
+    /// Refuse an app that a chip with this eFuse block revision would not boot.
+    pub fn expect_efuse_block_revision(mut self, revision: ChipRevision) -> ImageReader {
+        self.target.efuse_block_revision = Some(revision);
+        self
+    }
+
     /// Refuse an image longer than the partition it is written to.
     pub fn expect_partition(mut self, size: u64) -> ImageReader {
         self.target.partition_size = Some(size);
@@ -431,6 +437,12 @@ impl ImageReader {
                 ImageErrorKind::BadDescriptorMagic { found },
             )
         })?;
+        let chip = self.header.map_or(Chip::Unknown(0xFFFF), |h| h.chip);
+        if self.loader_rules
+            && let Some(kind) = loader::efuse_block_fault(chip, &descriptor, &self.target)
+        {
+            return Err(self.error_at(loader::EFUSE_BLOCK_REVISIONS_OFFSET, kind));
+        }
         self.descriptor = Some(descriptor);
         Ok(())
     }
