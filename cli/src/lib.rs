@@ -11,6 +11,7 @@ pub mod guard;
 pub mod keys;
 pub mod ota_files;
 pub mod partitions;
+pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod rules;

@@ -15,10 +15,11 @@ use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use crate::keys;
 use crate::ota_files::{OtaFiles, StagedRelease};
+use crate::plan::{self, Step, Task};
 use crate::progress::{Progress, Style};
-use crate::targets::github::Github;
+use crate::targets::github::{self, Github};
 use crate::targets::r2::{self, R2};
-use crate::targets::{self, Step, Stepped, TargetError};
+use crate::targets::{self, Ran, TargetError, Upload};
 use crate::verify::{self, Probe, Verification};
 use ota_core::manifest::PublicKey;
 
@@ -187,6 +188,30 @@ pub async fn run(
             release.manifest_at(r2.public_url_of(&release.image_name)),
         )
     });
+    // The plan: every step each target walks, known before anything is touched.
+    let github_plan: Option<(Vec<Upload>, Vec<Task>)> = config
+        .sources
+        .github
+        .as_ref()
+        .zip(github_uploads)
+        .map(|(source, uploads)| {
+            let tasks = github::tasks(source, &config.ota_files_in_repo(), &release, &uploads);
+            (uploads, tasks)
+        });
+    let r2_plan: Option<(Vec<Upload>, Vec<Task>)> =
+        config
+            .sources
+            .r2
+            .as_ref()
+            .zip(r2_uploads)
+            .map(|(source, uploads)| {
+                let tasks = r2::tasks(source, &uploads);
+                (uploads, tasks)
+            });
+    let plan_of = |target: Target| match target {
+        Target::Github => github_plan.as_ref(),
+        Target::R2 => r2_plan.as_ref(),
+    };
 
     if options.dry_run {
         let reports = targets
@@ -196,10 +221,7 @@ pub async fn run(
                 ok: true,
                 live: false,
                 seconds: 0.0,
-                steps: match (target, &config.sources.r2, &r2_uploads) {
-                    (Target::R2, Some(source), Some(uploads)) => r2::plan(source, uploads),
-                    _ => targets::github::plan(config, &release),
-                },
+                steps: plan_of(target).map_or_else(Vec::new, |(_, tasks)| plan::planned(tasks)),
                 error: None,
                 commit: None,
             })
@@ -226,44 +248,35 @@ pub async fn run(
             None => failure,
         }
     };
-    let github = match (targets.contains(&Target::Github), github_uploads) {
-        (true, Some(uploads)) => Some((
+    let github = match (targets.contains(&Target::Github), &github_plan) {
+        (true, Some(plan)) => Some((
             Github::from_env(config).map_err(|e| setup_failure(Target::Github, e))?,
-            uploads,
+            plan,
         )),
         _ => None,
     };
-    let r2 = match (
-        targets.contains(&Target::R2),
-        &config.sources.r2,
-        r2_uploads,
-    ) {
-        (true, Some(source), Some(uploads)) => Some((
+    let r2 = match (targets.contains(&Target::R2), &config.sources.r2, &r2_plan) {
+        (true, Some(source), Some(plan)) => Some((
             R2::from_env(source).map_err(|e| setup_failure(Target::R2, e))?,
-            uploads,
+            plan,
         )),
         _ => None,
     };
 
     let progress = Progress::new(style);
     let github_run = async {
-        let (github, uploads) = github.as_ref()?;
-        let assets: u64 = uploads
-            .iter()
-            .filter(|u| u.name != release.alias_name)
-            .map(|u| u.bytes.len() as u64)
-            .sum();
-        let bar = progress.target("github", assets);
+        let (github, (uploads, tasks)) = github.as_ref()?;
+        let bar = progress.target("github", bytes_moved(tasks));
         let started = Instant::now();
-        let (outcome, commit) = github.publish(&release, uploads, &bar).await;
-        Some(report(Target::Github, started, outcome, commit, &bar))
+        let (ran, commit) = github.publish(&release, uploads, tasks, &bar).await;
+        Some(report(Target::Github, started, ran, commit, &bar))
     };
     let r2_run = async {
-        let (r2, uploads) = r2.as_ref()?;
-        let bar = progress.target("r2", uploads.iter().map(|u| u.bytes.len() as u64).sum());
+        let (r2, (uploads, tasks)) = r2.as_ref()?;
+        let bar = progress.target("r2", bytes_moved(tasks));
         let started = Instant::now();
-        let outcome = r2.publish(&release.manifest, uploads, &bar).await;
-        Some(report(Target::R2, started, outcome, None, &bar))
+        let ran = r2.publish(&release.manifest, uploads, tasks, &bar).await;
+        Some(report(Target::R2, started, ran, None, &bar))
     };
     let (github_report, r2_report) = tokio::join!(github_run, r2_run);
     let reports: Vec<TargetReport> = [github_report, r2_report].into_iter().flatten().collect();
@@ -308,24 +321,30 @@ pub async fn run(
     })
 }
 
+/// The bytes a plan's uploads move: what a target's progress bar counts.
+fn bytes_moved(tasks: &[Task]) -> u64 {
+    tasks
+        .iter()
+        .map(|t| match t {
+            Task::ReleaseAsset { bytes, .. } | Task::Put { bytes, .. } => *bytes,
+            _ => 0,
+        })
+        .sum()
+}
+
 fn report(
     target: Target,
     started: Instant,
-    outcome: Stepped<()>,
+    ran: Ran,
     commit: Option<String>,
     bar: &crate::progress::TargetProgress,
 ) -> TargetReport {
     let seconds = started.elapsed().as_secs_f64();
-    let (steps, error) = match outcome {
-        Ok((steps, ())) => {
-            bar.finish(&format!("done in {seconds:.1}s"));
-            (steps, None)
-        }
-        Err((steps, error)) => {
-            bar.fail(&error.to_string());
-            (steps, Some(error))
-        }
-    };
+    let Ran { steps, error } = ran;
+    match &error {
+        None => bar.finish(&format!("done in {seconds:.1}s")),
+        Some(error) => bar.fail(&error.to_string()),
+    }
     TargetReport {
         target,
         ok: error.is_none(),
@@ -354,18 +373,18 @@ pub fn render(report: &PublishReport) -> String {
         };
         let _ = writeln!(out, "{:<7} {head}", target.target.name());
         for step in &target.steps {
-            let outcome = match step.outcome {
-                targets::Outcome::Done => "done",
-                targets::Outcome::AlreadyThere => "already there",
-                targets::Outcome::Planned => "would",
-            };
-            let _ = writeln!(out, "  {outcome:<14} {}", step.what);
-        }
-        if let Some(error) = &target.error {
-            let _ = writeln!(out, "  FAILED         {error}");
-            if let Some(hint) = &error.hint {
-                let _ = writeln!(out, "  hint: {hint}");
+            let detail = step
+                .detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {:<14} {}{detail}", step.outcome.label(), step.what);
+            if let plan::Outcome::Failed(why) = &step.outcome {
+                let _ = writeln!(out, "  {:<14} {why}", "");
             }
+        }
+        if let Some(hint) = target.error.as_ref().and_then(|e| e.hint.as_ref()) {
+            let _ = writeln!(out, "  hint: {hint}");
         }
     }
     if report.verdict == Verdict::Planned {

@@ -33,10 +33,14 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     let text = stdout(&out);
     for needle in [
         "plan for publishing v2.9.0",
-        "would          commit ota_files/ on main if it has changes",
-        "would          tag v2.9.0 (annotated) at that commit",
-        "would          push refs/heads/main and refs/tags/v2.9.0 to https://github.com/acme/wordclock.git",
+        "would          commit ota_files/ on main for v2.9.0",
+        "would          push main to https://github.com/acme/wordclock.git",
+        "would          tag v2.9.0 (annotated) at the release commit",
+        "would          push v2.9.0 to https://github.com/acme/wordclock.git",
+        "would          GitHub Release v2.9.0 in acme/wordclock",
         "would          release asset wordclock-v2.9.0.bin",
+        "would          release asset version.json",
+        "would          check s3://wordclock-ota/fw/version.json serves nothing newer",
         "would          put s3://wordclock-ota/fw/wordclock-v2.9.0.bin",
         "would          put s3://wordclock-ota/fw/version.json",
         "https://raw.githubusercontent.com/acme/wordclock/main/ota_files/version.json",
@@ -46,9 +50,13 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
         assert!(text.contains(needle), "plan lacks `{needle}`:\n{text}");
     }
     // The order devices depend on: image, alias, manifest last.
-    let image = text.find("fw/wordclock-v2.9.0.bin").unwrap();
-    let alias = text.find("fw/wordclock.bin").unwrap();
-    let manifest = text.find("fw/version.json").unwrap();
+    let image = text
+        .find("put s3://wordclock-ota/fw/wordclock-v2.9.0.bin")
+        .unwrap();
+    let alias = text
+        .find("put s3://wordclock-ota/fw/wordclock.bin")
+        .unwrap();
+    let manifest = text.find("put s3://wordclock-ota/fw/version.json").unwrap();
     assert!(image < alias && alias < manifest, "{text}");
     assert_eq!(repo.ota_files(), before);
 
@@ -196,10 +204,9 @@ fn a_rerun_skips_everything_already_published() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (out, report) = world.publish(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        outcomes(target(&report, "r2"))
-            .iter()
-            .all(|o| o == "already-there"),
+    assert_eq!(
+        outcomes(target(&report, "r2")),
+        ["checked", "already-there", "already-there", "already-there"],
         "{report:#}"
     );
     assert!(
@@ -384,7 +391,10 @@ fn a_dead_r2_leaves_a_partial_publish_that_a_rerun_finishes() {
             .iter()
             .all(|o| o == "already-there")
     );
-    assert_eq!(outcomes(target(&report, "r2")), ["done", "done", "done"]);
+    assert_eq!(
+        outcomes(target(&report, "r2")),
+        ["checked", "done", "done", "done"]
+    );
 }
 
 #[test]
@@ -673,5 +683,71 @@ fn an_upload_that_broke_off_is_replaced_on_the_rerun() {
     assert_eq!(
         world.api.release("v2.9.0").unwrap()["assets"][0]["state"],
         "uploaded"
+    );
+}
+
+/// Each target's steps as the JSON report lists them: the typed task of each.
+fn tasks(report: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            let name = t["target"].as_str().unwrap().to_owned();
+            t["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |s| (name.clone(), s["task"].clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dry_run_lists_exactly_the_steps_a_real_run_then_records() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let (_, plan) = world.publish(&["--dry-run"]);
+    assert_eq!(plan["verdict"], "planned");
+    let planned = tasks(&plan);
+    assert_eq!(planned.len(), 7 + 4, "{plan:#}");
+    assert_eq!(planned[0].1["kind"], "commit");
+    assert_eq!(planned[7].1["kind"], "check-bucket");
+
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        tasks(&report),
+        planned,
+        "the run walked the plan, step by step"
+    );
+
+    // A failed run records every step too: done, failed with why, not reached.
+    world.stage("v2.9.1", 0);
+    world.s3.stop();
+    let (_, plan) = world.publish(&["--dry-run"]);
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(tasks(&report), tasks(&plan));
+    assert_eq!(
+        outcomes(target(&report, "r2")),
+        ["failed", "not-reached", "not-reached", "not-reached"]
+    );
+    let failed = &target(&report, "r2")["steps"][0];
+    assert!(
+        failed["why"].as_str().unwrap().contains("cannot reach"),
+        "{failed:#}"
+    );
+
+    // And the re-run that finishes it walks the same plan again.
+    world.s3.restart();
+    let (_, plan) = world.publish(&["--dry-run"]);
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(tasks(&report), tasks(&plan));
+    assert!(
+        outcomes(target(&report, "github"))
+            .iter()
+            .all(|o| o == "already-there")
     );
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::ota_files::StagedRelease;
+use crate::plan::{Record, Step};
 
 /// A file to put on a source.
 #[derive(Debug, Clone)]
@@ -59,47 +60,29 @@ pub fn uploads(release: &StagedRelease, manifest: Vec<u8>) -> Vec<Upload> {
     ]
 }
 
-/// What happened at one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Done now.
-    Done,
-    /// Already in place with the same bytes or at the same commit.
-    AlreadyThere,
-    /// `--dry-run`: would be done.
-    Planned,
+/// How a target's walk through its plan ended: a step per task, and the error that
+/// stopped it, if one did.
+#[derive(Debug)]
+pub struct Ran {
+    pub steps: Vec<Step>,
+    pub error: Option<TargetError>,
 }
 
-/// One step of a target and its outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub what: String,
-    pub outcome: Outcome,
-    /// This step put the new manifest where devices read it: from here on, devices
-    /// that ask this source see the release.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub live: bool,
-}
-
-impl Step {
-    pub fn new(what: impl Into<String>, outcome: Outcome) -> Step {
-        Step {
-            what: what.into(),
-            outcome,
-            live: false,
+impl Ran {
+    pub fn ok(record: Record) -> Ran {
+        Ran {
+            steps: record.steps(),
+            error: None,
         }
     }
 
-    /// Marks the step that makes the release visible to devices.
-    pub fn live(mut self) -> Step {
-        self.live = self.outcome != Outcome::Planned;
-        self
+    pub fn failed(record: Record, error: TargetError) -> Ran {
+        Ran {
+            steps: record.steps(),
+            error: Some(error),
+        }
     }
 }
-
-/// A target's run: the steps it did, and its result or the error that stopped it.
-pub type Stepped<T> = Result<(Vec<Step>, T), (Vec<Step>, TargetError)>;
 
 /// Why a target stopped. The message is already scrubbed of secrets.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]

@@ -11,12 +11,12 @@ use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use md5::Digest as _;
 
-use super::{Outcome, Step, Stepped, TargetError, Upload};
+use super::{Ran, TargetError, Upload};
 use crate::config::R2Source;
 use crate::ota_files::MANIFEST;
+use crate::plan::{Outcome, Record, Task};
 use crate::progress::TargetProgress;
 use crate::secrets::{self, Redactor, Secret};
-use crate::units::Bytes;
 use ota_core::Manifest;
 
 /// The access key id, first name found wins.
@@ -96,54 +96,52 @@ impl R2 {
     }
 
     fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        object_key(&self.prefix, name)
     }
 
-    fn step_name(&self, upload: &Upload) -> String {
-        step_name(&self.bucket, &self.key(&upload.name), upload)
-    }
-
-    /// Puts every file in order, skipping those already there with the same bytes.
-    /// Stops at the first failure: the manifest is never put before its image.
+    /// Walks `tasks` (from [`tasks`]): the rollback check, then every put in order,
+    /// skipping those already there with the same bytes. Stops at the first failure:
+    /// the manifest is never put before its image.
     pub async fn publish(
         &self,
         release: &Manifest,
         uploads: &[Upload],
+        tasks: &[Task],
         progress: &TargetProgress,
-    ) -> Stepped<()> {
-        let fail = |steps: Vec<Step>, what: String, (message, hint): Failed| {
-            let error = TargetError::new(what, message);
-            (
-                steps,
-                match hint {
-                    Some(hint) => error.hint(hint),
-                    None => error,
-                },
-            )
-        };
-        let what = format!("check s3://{}/{}", self.bucket, self.key(MANIFEST));
-        progress.step(&what);
-        self.refuse_rollback(release)
-            .await
-            .map_err(|e| fail(Vec::new(), what, e))?;
-        let mut steps = Vec::new();
-        for upload in uploads {
-            let what = self.step_name(upload);
+    ) -> Ran {
+        let mut record = Record::new(tasks);
+        while let Some(task) = record.next().cloned() {
+            let what = task.to_string();
             progress.step(&what);
-            match self.put(upload).await {
-                Ok(outcome) => {
-                    progress.advance(upload.bytes.len() as u64);
-                    let step = Step::new(what, outcome);
-                    steps.push(if upload.name == MANIFEST {
-                        step.live()
-                    } else {
-                        step
-                    });
+            let done = match &task {
+                Task::CheckBucket { .. } => self
+                    .refuse_rollback(release)
+                    .await
+                    .map(|()| Outcome::Checked),
+                Task::Put { key, .. } => match uploads.iter().find(|u| self.key(&u.name) == *key) {
+                    Some(upload) => {
+                        let outcome = self.put(upload).await;
+                        progress.advance(upload.bytes.len() as u64);
+                        outcome
+                    }
+                    None => Err((format!("no staged file for {key}"), None)),
+                },
+                other => Err((format!("not an R2 task: {other:?}"), None)),
+            };
+            match done {
+                Ok(outcome) => record.finish(outcome, None),
+                Err((message, hint)) => {
+                    let error = TargetError::new(what, message);
+                    let error = match hint {
+                        Some(hint) => error.hint(hint),
+                        None => error,
+                    };
+                    record.fail(error.message.clone());
+                    return Ran::failed(record, error);
                 }
-                Err(failed) => return Err(fail(steps, what, failed)),
             }
         }
-        Ok((steps, ()))
+        Ran::ok(record)
     }
 
     /// Refuses to replace a newer release, or another build of this version, that the
@@ -342,29 +340,31 @@ impl R2 {
     }
 }
 
-/// What `publish` would do, without credentials or a request.
-pub fn plan(source: &R2Source, uploads: &[Upload]) -> Vec<Step> {
+/// The R2 plan: what `publish` does there, in order, worked out without credentials
+/// or a request. `--dry-run` prints it; [`R2::publish`] walks it.
+pub fn tasks(source: &R2Source, uploads: &[Upload]) -> Vec<Task> {
     let bucket = source
         .bucket
-        .as_deref()
-        .unwrap_or("<sources.r2.bucket unset>");
-    uploads
-        .iter()
-        .map(|u| {
-            let what = step_name(bucket, &format!("{}{}", source.prefix, u.name), u);
-            Step::new(
-                format!("{what}, Cache-Control: {}", u.cache_control),
-                Outcome::Planned,
-            )
-        })
-        .collect()
+        .clone()
+        .unwrap_or_else(|| "<sources.r2.bucket unset>".to_owned());
+    let key = |name: &str| object_key(&source.prefix, name);
+    std::iter::once(Task::CheckBucket {
+        bucket: bucket.clone(),
+        key: key(MANIFEST),
+    })
+    .chain(uploads.iter().map(|u| Task::Put {
+        bucket: bucket.clone(),
+        key: key(&u.name),
+        bytes: u.bytes.len() as u64,
+        cache_control: u.cache_control.to_owned(),
+        immutable: u.immutable,
+    }))
+    .collect()
 }
 
-fn step_name(bucket: &str, key: &str, upload: &Upload) -> String {
-    format!(
-        "put s3://{bucket}/{key} ({})",
-        Bytes(upload.bytes.len() as u64)
-    )
+/// The object key of a release file: the configured prefix, then the file's name.
+fn object_key(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
 }
 
 /// Content-MD5 is the base64 of the raw digest.

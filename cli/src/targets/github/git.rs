@@ -5,8 +5,8 @@ use std::cell::{Cell, RefCell};
 
 use git2::{Oid, Repository};
 
+use crate::plan::Outcome;
 use crate::secrets::Secret;
-use crate::targets::Outcome;
 
 /// GitHub's basic-auth user for a token.
 const TOKEN_USER: &str = "x-access-token";

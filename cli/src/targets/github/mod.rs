@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use git2::Repository;
 
-use super::{Outcome, Step, Stepped, TargetError, Upload};
+use super::{Ran, TargetError, Upload};
 use crate::config::{Config, GithubSource};
 use crate::ota_files::StagedRelease;
+use crate::plan::{Outcome, Record, Task};
 use crate::progress::TargetProgress;
 use crate::secrets::{self, Redactor, Secret};
 
@@ -23,7 +24,6 @@ pub const ENV_TOKEN: [&str; 2] = ["GITHUB_TOKEN", "GH_TOKEN"];
 #[derive(Debug, Clone)]
 pub struct Github {
     repo_root: PathBuf,
-    ota_dir: String,
     source: GithubSource,
     token: Secret,
     redactor: Redactor,
@@ -45,249 +45,266 @@ impl Github {
         redactor.add(&token);
         Ok(Github {
             repo_root: config.root.clone(),
-            ota_dir: config.ota_files_in_repo(),
             source,
             token,
             redactor,
         })
     }
 
-    /// Commits, tags and pushes, then makes the release. Stops at the first failure.
+    /// Walks `tasks` (from [`tasks`]): commits, pushes, tags, then the Release and its
+    /// assets, stopping at the first failure. Also returns the release commit once it is
+    /// known, even when a later step fails, so that its raw URLs can be verified.
     pub async fn publish(
         &self,
         release: &StagedRelease,
         uploads: &[Upload],
+        tasks: &[Task],
         progress: &TargetProgress,
-    ) -> (Stepped<()>, Option<String>) {
+    ) -> (Ran, Option<String>) {
         let git = self.clone();
-        let version = release.version().clone();
         let title = release
             .manifest
             .title
             .clone()
-            .unwrap_or_else(|| version.tag());
+            .unwrap_or_else(|| release.version().tag());
         let git_progress = progress.clone();
         let files = uploads.to_vec();
+        let mut record = Record::new(tasks);
         let pushed = tokio::task::spawn_blocking(move || {
-            git.push_release(&version.tag(), &title, &files, &git_progress)
+            let result = git.run_git(&mut record, &title, &files, &git_progress);
+            (record, result)
         })
         .await;
-        let (mut steps, commit) = match pushed {
-            Ok((Ok((steps, ())), commit)) => (steps, commit),
-            Ok((Err(failed), commit)) => return (Err(failed), commit),
+        let (mut record, commit) = match pushed {
+            Ok((record, Ok(commit))) => (record, commit),
+            Ok((record, Err(error))) => {
+                return (Ran::failed(record, error), None);
+            }
             Err(e) => {
+                let mut record = Record::new(tasks);
                 let error = TargetError::new("git", format!("the git task failed: {e}"));
-                return (Err((Vec::new(), error)), None);
+                record.fail(error.message.clone());
+                return (Ran::failed(record, error), None);
             }
         };
-        let assets: Vec<&Upload> = uploads
-            .iter()
-            .filter(|u| u.name != release.alias_name)
-            .collect();
-        let outcome = match self.make_release(release, &assets, progress).await {
-            Ok((more, ())) => {
-                steps.extend(more);
-                Ok((steps, ()))
-            }
-            Err((more, error)) => {
-                steps.extend(more);
-                Err((steps, error))
-            }
+        let commit = commit.map(|oid| oid.to_string());
+        let ran = match self.run_api(&mut record, release, uploads, progress).await {
+            Ok(()) => Ran::ok(record),
+            Err(error) => Ran::failed(record, error),
         };
-        (outcome, commit)
+        (ran, commit)
     }
 
-    /// The git half: the release commit on the branch (pushed first: from then on the
-    /// raw URLs serve the release), then the tag. Also returns the release commit once
-    /// it is known, even when a later step fails, so its raw URLs can be verified.
-    fn push_release(
+    /// The git tasks at the head of the plan: the release commit on the branch (pushed
+    /// first: from then on the raw URLs serve the release), then the tag.
+    fn run_git(
         &self,
-        tag: &str,
+        record: &mut Record,
         title: &str,
         uploads: &[Upload],
         progress: &TargetProgress,
-    ) -> (Stepped<()>, Option<String>) {
-        let mut release_commit = None;
-        let outcome = self.push_release_steps(tag, title, uploads, progress, &mut release_commit);
-        (
-            outcome,
-            release_commit.map(|oid: git2::Oid| oid.to_string()),
-        )
-    }
-
-    fn push_release_steps(
-        &self,
-        tag: &str,
-        title: &str,
-        uploads: &[Upload],
-        progress: &TargetProgress,
-        release_commit: &mut Option<git2::Oid>,
-    ) -> Stepped<()> {
-        let mut steps = Vec::new();
-        let fail = |steps: &Vec<Step>, step: &str, message: &str, hint: Option<String>| {
+    ) -> Result<Option<git2::Oid>, TargetError> {
+        let fail = |record: &mut Record, step: &str, message: &str, hint: Option<String>| {
             let error = TargetError::new(step, self.redactor.scrub(message));
-            (
-                steps.clone(),
-                match hint {
-                    Some(hint) => error.hint(hint),
-                    None => error,
-                },
-            )
+            let error = match hint {
+                Some(hint) => error.hint(hint),
+                None => error,
+            };
+            record.fail(error.message.clone());
+            error
         };
         let repo = Repository::discover(&self.repo_root)
-            .map_err(|e| fail(&steps, "open repository", e.message(), None))?;
-        let branch = &self.source.branch;
-        let files: Vec<(String, &[u8])> = uploads
-            .iter()
-            .map(|u| (format!("{}/{}", self.ota_dir, u.name), u.bytes.as_ref()))
-            .collect();
-
-        progress.step(&format!("commit {}/", self.ota_dir));
-        let (commit, outcome) =
-            git::release_commit(&repo, branch, tag, &files, &format!("Release {tag}"))
-                .map_err(|e| fail(&steps, "commit", &e, None))?;
-        *release_commit = Some(commit);
-        steps.push(Step::new(
-            format!(
-                "commit {}/ on {branch}: {}",
-                self.ota_dir,
-                git::short(commit)
-            ),
-            outcome,
-        ));
-
+            .map_err(|e| fail(record, "open repository", e.message(), None))?;
         let remote = git::Remote::new(&repo, &self.source.git_url(), &self.token);
-        let what = format!("push {branch} to {}", self.source.git_url());
-        progress.step(&what);
-        let refs = remote
-            .refs()
-            .map_err(|e| fail(&steps, &what, &e.message, e.hint))?;
-        let remote_oid = |name: &str| refs.iter().find(|(n, _)| n == name).map(|(_, oid)| *oid);
-        let outcome = if git::contains(&repo, remote_oid(&format!("refs/heads/{branch}")), commit) {
-            Outcome::AlreadyThere
-        } else {
-            let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-            remote
-                .push(&[refspec])
-                .map_err(|e| fail(&steps, &what, &e.message, e.hint))?;
-            Outcome::Done
-        };
-        steps.push(Step::new(what, outcome).live());
-
-        progress.step(&format!("tag {tag}"));
-        let outcome = git::ensure_tag(&repo, tag, commit, title)
-            .map_err(|e| fail(&steps, &format!("tag {tag}"), &e, None))?;
-        steps.push(Step::new(
-            format!("tag {tag} at {}", git::short(commit)),
-            outcome,
-        ));
-        let what = format!("push {tag} to {}", self.source.git_url());
-        progress.step(&what);
-        let tag_ref = format!("refs/tags/{tag}");
-        let outcome = if repo.refname_to_id(&tag_ref).ok() == remote_oid(&tag_ref) {
-            Outcome::AlreadyThere
-        } else {
-            remote
-                .push(&[format!("{tag_ref}:{tag_ref}")])
-                .map_err(|e| fail(&steps, &what, &e.message, e.hint))?;
-            Outcome::Done
-        };
-        steps.push(Step::new(what, outcome));
-        Ok((steps, ()))
+        let mut commit = None;
+        let mut remote_refs: Option<Vec<(String, git2::Oid)>> = None;
+        while let Some(task) = record.next().cloned() {
+            let what = task.to_string();
+            progress.step(&what);
+            match &task {
+                Task::Commit { branch, dir, tag } => {
+                    let files: Vec<(String, &[u8])> = uploads
+                        .iter()
+                        .map(|u| (format!("{dir}/{}", u.name), u.bytes.as_ref()))
+                        .collect();
+                    let (oid, outcome) =
+                        git::release_commit(&repo, branch, tag, &files, &format!("Release {tag}"))
+                            .map_err(|e| fail(record, "commit", &e, None))?;
+                    commit = Some(oid);
+                    record.finish(outcome, Some(git::short(oid)));
+                }
+                Task::PushBranch { branch, .. } => {
+                    let commit =
+                        commit.ok_or_else(|| fail(record, &what, "no release commit", None))?;
+                    let refs = remote
+                        .refs()
+                        .map_err(|e| fail(record, &what, &e.message, e.hint))?;
+                    let theirs = remote_oid(&refs, &format!("refs/heads/{branch}"));
+                    remote_refs = Some(refs);
+                    let outcome = if git::contains(&repo, theirs, commit) {
+                        Outcome::AlreadyThere
+                    } else {
+                        let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
+                        remote
+                            .push(&[refspec])
+                            .map_err(|e| fail(record, &what, &e.message, e.hint))?;
+                        Outcome::Done
+                    };
+                    record.finish(outcome, None);
+                }
+                Task::Tag { tag } => {
+                    let commit =
+                        commit.ok_or_else(|| fail(record, &what, "no release commit", None))?;
+                    let outcome = git::ensure_tag(&repo, tag, commit, title)
+                        .map_err(|e| fail(record, &format!("tag {tag}"), &e, None))?;
+                    record.finish(outcome, Some(git::short(commit)));
+                }
+                Task::PushTag { tag, .. } => {
+                    let refs = match remote_refs.take() {
+                        Some(refs) => refs,
+                        None => remote
+                            .refs()
+                            .map_err(|e| fail(record, &what, &e.message, e.hint))?,
+                    };
+                    let tag_ref = format!("refs/tags/{tag}");
+                    let outcome =
+                        if repo.refname_to_id(&tag_ref).ok() == remote_oid(&refs, &tag_ref) {
+                            Outcome::AlreadyThere
+                        } else {
+                            remote
+                                .push(&[format!("{tag_ref}:{tag_ref}")])
+                                .map_err(|e| fail(record, &what, &e.message, e.hint))?;
+                            Outcome::Done
+                        };
+                    record.finish(outcome, None);
+                }
+                // The API's tasks follow the git ones.
+                _ => break,
+            }
+        }
+        Ok(commit)
     }
 
-    /// The GitHub Release for the tag, with the image and the manifest as assets.
-    async fn make_release(
+    /// The API tasks: the GitHub Release for the tag, then each asset.
+    async fn run_api(
         &self,
+        record: &mut Record,
         release: &StagedRelease,
-        assets: &[&Upload],
+        uploads: &[Upload],
         progress: &TargetProgress,
-    ) -> Stepped<()> {
-        let mut steps = Vec::new();
-        let tag = release.version().tag();
-        let fail = |steps: &Vec<Step>, step: String, e: octocrab::Error| {
-            (steps.clone(), self.github_error(step, e))
+    ) -> Result<(), TargetError> {
+        let fail = |record: &mut Record, error: TargetError| {
+            record.fail(error.message.clone());
+            error
         };
         let octo = self
             .octocrab()
-            .map_err(|e| fail(&steps, "GitHub API client".to_owned(), e))?;
-        let releases = octo.repos(self.source.owner(), self.source.name());
-        let releases = releases.releases();
-
-        let what = format!("GitHub Release {tag}");
-        progress.step(&what);
-        let (gh_release, outcome) = match releases.get_by_tag(&tag).await {
-            Ok(found) => (found, Outcome::AlreadyThere),
-            Err(octocrab::Error::GitHub { source, .. }) if source.status_code == 404 => {
-                let body = release.manifest.description.clone().unwrap_or_default();
-                let title = release
-                    .manifest
-                    .title
-                    .clone()
-                    .unwrap_or_else(|| tag.clone());
-                let created = releases
-                    .create(&tag)
-                    .name(&title)
-                    .body(&body)
-                    .prerelease(release.version().is_prerelease())
-                    .send()
-                    .await
-                    .map_err(|e| fail(&steps, what.clone(), e))?;
-                (created, Outcome::Done)
-            }
-            Err(e) => return Err(fail(&steps, what, e)),
-        };
-        steps.push(Step::new(what, outcome));
-
-        for upload in assets {
-            let what = format!("release asset {}", upload.name);
+            .map_err(|e| fail(record, self.github_error("GitHub API client".to_owned(), e)))?;
+        let repos = octo.repos(self.source.owner(), self.source.name());
+        let releases = repos.releases();
+        let mut gh_release = None;
+        while let Some(task) = record.next().cloned() {
+            let what = task.to_string();
             progress.step(&what);
-            let existing = gh_release.assets.iter().find(|a| a.name == upload.name);
-            let upload_it = || async {
-                releases
-                    .upload_asset(gh_release.id.0, &upload.name, upload.bytes.to_vec().into())
-                    .send()
-                    .await
-                    .map(|_| Outcome::Done)
-            };
-            let outcome = match existing {
-                // An upload that broke off leaves an asset GitHub never finished: it holds
-                // the name until deleted, and nobody can have downloaded it.
-                Some(asset) if asset.state != "uploaded" => {
-                    octo.repos(self.source.owner(), self.source.name())
-                        .release_assets()
-                        .delete(asset.id.0)
-                        .await
-                        .map_err(|e| {
-                            fail(&steps, format!("{what}: delete the unfinished upload"), e)
-                        })?;
-                    upload_it()
-                        .await
-                        .map_err(|e| fail(&steps, what.clone(), e))?
+            match &task {
+                Task::GithubRelease { tag, .. } => {
+                    let (found, outcome) = match releases.get_by_tag(tag).await {
+                        Ok(found) => (found, Outcome::AlreadyThere),
+                        Err(octocrab::Error::GitHub { source, .. })
+                            if source.status_code == 404 =>
+                        {
+                            let body = release.manifest.description.clone().unwrap_or_default();
+                            let title = release
+                                .manifest
+                                .title
+                                .clone()
+                                .unwrap_or_else(|| tag.clone());
+                            let created = releases
+                                .create(tag)
+                                .name(&title)
+                                .body(&body)
+                                .prerelease(release.version().is_prerelease())
+                                .send()
+                                .await
+                                .map_err(|e| fail(record, self.github_error(what.clone(), e)))?;
+                            (created, Outcome::Done)
+                        }
+                        Err(e) => return Err(fail(record, self.github_error(what, e))),
+                    };
+                    gh_release = Some(found);
+                    record.finish(outcome, None);
                 }
-                Some(asset) => {
-                    let matches = self
-                        .asset_matches(asset, &upload.bytes)
+                Task::ReleaseAsset { name, .. } => {
+                    let (Some(gh_release), Some(upload)) =
+                        (&gh_release, uploads.iter().find(|u| &u.name == name))
+                    else {
+                        let error = TargetError::new(what, "no release or no such file staged");
+                        return Err(fail(record, error));
+                    };
+                    let outcome = self
+                        .put_asset(&octo, gh_release, upload, &what)
                         .await
-                        .map_err(|e| (steps.clone(), TargetError::new(what.clone(), e)))?;
-                    if matches {
-                        Outcome::AlreadyThere
-                    } else {
-                        return Err((
-                            steps,
-                            TargetError::new(what, "the release already has an asset of this name with other bytes")
-                                .hint("a release's assets are never replaced: stage and publish a new version"),
-                        ));
-                    }
+                        .map_err(|e| fail(record, e))?;
+                    progress.advance(upload.bytes.len() as u64);
+                    record.finish(outcome, None);
                 }
-                None => upload_it()
-                    .await
-                    .map_err(|e| fail(&steps, what.clone(), e))?,
-            };
-            progress.advance(upload.bytes.len() as u64);
-            steps.push(Step::new(what, outcome));
+                other => {
+                    let error = TargetError::new(what, format!("not a GitHub task: {other:?}"));
+                    return Err(fail(record, error));
+                }
+            }
         }
-        Ok((steps, ()))
+        Ok(())
+    }
+
+    /// Uploads one asset unless the release has it with the same bytes.
+    async fn put_asset(
+        &self,
+        octo: &octocrab::Octocrab,
+        gh_release: &octocrab::models::repos::Release,
+        upload: &Upload,
+        what: &str,
+    ) -> Result<Outcome, TargetError> {
+        let repos = octo.repos(self.source.owner(), self.source.name());
+        let upload_it = || async {
+            repos
+                .releases()
+                .upload_asset(gh_release.id.0, &upload.name, upload.bytes.to_vec().into())
+                .send()
+                .await
+                .map(|_| Outcome::Done)
+                .map_err(|e| self.github_error(what.to_owned(), e))
+        };
+        match gh_release.assets.iter().find(|a| a.name == upload.name) {
+            // An upload that broke off leaves an asset GitHub never finished: it holds
+            // the name until deleted, and nobody can have downloaded it.
+            Some(asset) if asset.state != "uploaded" => {
+                repos
+                    .release_assets()
+                    .delete(asset.id.0)
+                    .await
+                    .map_err(|e| {
+                        self.github_error(format!("{what}: delete the unfinished upload"), e)
+                    })?;
+                upload_it().await
+            }
+            Some(asset) => {
+                let matches = self
+                    .asset_matches(asset, &upload.bytes)
+                    .await
+                    .map_err(|e| TargetError::new(what, e))?;
+                if matches {
+                    Ok(Outcome::AlreadyThere)
+                } else {
+                    Err(TargetError::new(
+                        what,
+                        "the release already has an asset of this name with other bytes",
+                    )
+                    .hint("a release's assets are never replaced: stage and publish a new version"))
+                }
+            }
+            None => upload_it().await,
+        }
     }
 
     /// Whether a published asset holds `bytes`: by its digest when GitHub gives one,
@@ -364,41 +381,51 @@ impl Github {
     }
 }
 
-/// What `publish` would do, without credentials, the repository or the network.
-pub fn plan(config: &Config, release: &StagedRelease) -> Vec<Step> {
-    let Some(source) = &config.sources.github else {
-        return Vec::new();
-    };
+/// The GitHub plan: what `publish` does there, in order, worked out without
+/// credentials, the repository or the network. `--dry-run` prints it; [`Github::publish`]
+/// walks it.
+pub fn tasks(
+    source: &GithubSource,
+    dir: &str,
+    release: &StagedRelease,
+    uploads: &[Upload],
+) -> Vec<Task> {
     let tag = release.version().tag();
-    let branch = &source.branch;
-    let dir = config.ota_files_in_repo();
-    let mut steps = vec![
-        Step::new(
-            format!("commit {dir}/ on {branch} if it has changes"),
-            Outcome::Planned,
-        ),
-        Step::new(
-            format!("tag {tag} (annotated) at that commit"),
-            Outcome::Planned,
-        ),
-        Step::new(
-            format!(
-                "push refs/heads/{branch} and refs/tags/{tag} to {}",
-                source.git_url()
-            ),
-            Outcome::Planned,
-        ),
-        Step::new(
-            format!(
-                "GitHub Release {tag} in {} ({})",
-                source.repository,
-                source.api_url()
-            ),
-            Outcome::Planned,
-        ),
+    let branch = source.branch.clone();
+    let remote = source.git_url();
+    let mut tasks = vec![
+        Task::Commit {
+            branch: branch.clone(),
+            dir: dir.to_owned(),
+            tag: tag.clone(),
+        },
+        Task::PushBranch {
+            branch,
+            remote: remote.clone(),
+        },
+        Task::Tag { tag: tag.clone() },
+        Task::PushTag {
+            tag: tag.clone(),
+            remote,
+        },
+        Task::GithubRelease {
+            tag,
+            repository: source.repository.clone(),
+        },
     ];
-    for name in [release.image_name.as_str(), crate::ota_files::MANIFEST] {
-        steps.push(Step::new(format!("release asset {name}"), Outcome::Planned));
-    }
-    steps
+    // Every file but the alias, which a release's versioned assets make redundant.
+    tasks.extend(
+        uploads
+            .iter()
+            .filter(|u| u.name != release.alias_name)
+            .map(|u| Task::ReleaseAsset {
+                name: u.name.clone(),
+                bytes: u.bytes.len() as u64,
+            }),
+    );
+    tasks
+}
+
+fn remote_oid(refs: &[(String, git2::Oid)], name: &str) -> Option<git2::Oid> {
+    refs.iter().find(|(n, _)| n == name).map(|(_, oid)| *oid)
 }
