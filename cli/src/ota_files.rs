@@ -157,32 +157,11 @@ impl OtaFiles {
             path: image_path.clone(),
             reason,
         };
-        if image.len() as u64 != manifest.firmware_size {
-            return Err(mismatch(format!(
-                "{} bytes, the manifest says {}",
-                image.len(),
-                manifest.firmware_size
-            )));
-        }
         let info =
             ota_core::image::parse(&image, manifest.chip).map_err(|e| mismatch(e.to_string()))?;
-        if info.sha256 != manifest.sha256 {
-            return Err(mismatch(format!(
-                "SHA-256 {}, the manifest says {}",
-                info.sha256, manifest.sha256
-            )));
-        }
-        let embedded = info
-            .descriptor
-            .version
-            .as_str()
-            .and_then(|v| v.parse::<Version>().ok());
-        if embedded.as_ref() != Some(&manifest.version) {
-            return Err(mismatch(format!(
-                "the image says it is {}, the manifest says {}",
-                info.descriptor.version, manifest.version
-            )));
-        }
+        manifest
+            .check_image(&info)
+            .map_err(|e| mismatch(e.to_string()))?;
         let alias_name = self.alias_name();
         let alias_path = self.dir.join(&alias_name);
         if read(&alias_path)? != image {

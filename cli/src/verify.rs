@@ -273,16 +273,14 @@ async fn try_source(
         manifest: Some(manifest.clone()),
         image_url: Some(image_url.clone()),
     })?;
-    let sha256 = ota_core::Sha256::of(&image);
-    if sha256 != manifest.sha256 || image.len() as u64 != manifest.firmware_size {
+    // Checked as a device checks it: well formed, for the manifest's chip, and the very
+    // image the manifest promises.
+    let checked = ota_core::image::parse(&image, manifest.chip)
+        .map_err(|e| e.to_string())
+        .and_then(|info| manifest.check_image(&info).map_err(|e| e.to_string()));
+    if let Err(why) = checked {
         return Err(Attempt {
-            detail: format!(
-                "{file} has SHA-256 {} and {} bytes, the manifest says {} and {}",
-                short(Some(&sha256.to_string())),
-                image.len(),
-                short(Some(&manifest.sha256.to_string())),
-                manifest.firmware_size
-            ),
+            detail: format!("{file}: {why}"),
             manifest: Some(manifest),
             image_url: Some(image_url),
         });

@@ -528,3 +528,53 @@ proptest! {
         prop_assert!(again.verify(&[key(3).public()]).is_ok());
     }
 }
+
+/// The fixture image and a manifest that promises exactly it.
+fn image_and_its_manifest() -> (ota_core::image::ImageInfo, Manifest) {
+    let bytes = include_bytes!("data/wordclock-2.9.0.bin");
+    let info = ota_core::image::parse(bytes, None).unwrap();
+    let mut m = release();
+    m.sha256 = info.sha256;
+    m.firmware_size = info.len;
+    (info, m)
+}
+
+#[test]
+fn an_image_matches_its_manifest_field_by_field() {
+    use ota_core::manifest::ImageMismatch;
+    let (info, promised) = image_and_its_manifest();
+    assert_eq!(promised.check_image(&info), Ok(()));
+    let broken = |change: fn(&mut Manifest)| {
+        let mut m = promised.clone();
+        change(&mut m);
+        m.check_image(&info).unwrap_err()
+    };
+    assert!(matches!(
+        broken(|m| m.firmware_size += 1),
+        ImageMismatch::Size { .. }
+    ));
+    assert!(matches!(
+        broken(|m| m.sha256.0[0] ^= 1),
+        ImageMismatch::Sha256 { .. }
+    ));
+    assert!(matches!(
+        broken(|m| m.chip = Some(Chip::Esp32C3)),
+        ImageMismatch::Chip { .. }
+    ));
+    assert_eq!(
+        broken(|m| m.version = "2.9.1".parse().unwrap()).to_string(),
+        "the image says it is 2.9.0, the manifest says 2.9.1"
+    );
+    assert!(matches!(
+        broken(|m| m.secure_version = Some(3)),
+        ImageMismatch::SecureVersion {
+            image: 2,
+            manifest: Some(3)
+        }
+    ));
+    // Build metadata is part of the version a device compares.
+    assert!(matches!(
+        broken(|m| m.version = "2.9.0+rebuild".parse().unwrap()),
+        ImageMismatch::Version { .. }
+    ));
+}

@@ -599,26 +599,13 @@ impl<'a> Download<'a> {
 
     /// Refuses a wrong version as soon as the app descriptor has arrived.
     fn check_descriptor(&self) -> Result<(), UpdateError> {
-        let Some(descriptor) = self.reader.descriptor() else {
-            return Ok(());
-        };
-        let embedded = descriptor
-            .version
-            .as_str()
-            .and_then(|v| v.parse::<crate::Version>().ok());
-        if embedded.as_ref() != Some(&self.manifest.version) {
-            return Err(UpdateError::Verify(format!(
-                "the image says it is {}, the manifest says {}",
-                descriptor.version, self.manifest.version
-            )));
+        match self.reader.descriptor() {
+            Some(descriptor) => self
+                .manifest
+                .check_descriptor(descriptor)
+                .map_err(|e| UpdateError::Verify(e.to_string())),
+            None => Ok(()),
         }
-        if Some(descriptor.secure_version) != self.manifest.secure_version {
-            return Err(UpdateError::Verify(format!(
-                "the image's secure_version is {}, the manifest says {:?}",
-                descriptor.secure_version, self.manifest.secure_version
-            )));
-        }
-        Ok(())
     }
 
     fn image_error(&self, e: ImageError) -> UpdateError {
@@ -630,25 +617,8 @@ impl<'a> Download<'a> {
     fn verify(&mut self) -> Result<(), String> {
         let reader = core::mem::take(&mut self.reader);
         let info = reader.finish().map_err(|e| e.to_string())?;
-        if info.len != self.size {
-            return Err(format!(
-                "{} bytes, the manifest says {}",
-                info.len, self.size
-            ));
-        }
-        if info.sha256 != self.manifest.sha256 {
-            return Err(format!(
-                "SHA-256 {}, the manifest says {}",
-                info.sha256, self.manifest.sha256
-            ));
-        }
-        if Some(info.header.chip) != self.manifest.chip {
-            return Err(format!(
-                "built for {}, the manifest says {:?}",
-                info.header.chip, self.manifest.chip
-            ));
-        }
-        // The version and secure_version were checked when the descriptor arrived.
-        Ok(())
+        self.manifest
+            .check_image(&info)
+            .map_err(|e| alloc::string::ToString::to_string(&e))
     }
 }

@@ -6,6 +6,7 @@
 //! covers a deterministic encoding of the fields (see [`signing`]), not the JSON text,
 //! which servers and editors may reformat.
 
+mod promise;
 pub mod signing;
 
 use alloc::collections::BTreeMap;
@@ -15,6 +16,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::{Chip, Sha256, Version};
+pub use promise::ImageMismatch;
 pub use signing::{DOMAIN, KeyError, KeyId, PublicKey, SecretKey, Signature, SignatureError};
 
 /// The manifest format this crate writes. Manifests without `format` are the legacy
