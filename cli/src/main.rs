@@ -10,12 +10,13 @@ use clockrel::check::{self, CheckOptions};
 use clockrel::config::Config;
 use clockrel::exit::{Exit, Failure};
 use clockrel::keys;
-use clockrel::progress::{Progress, Style};
+use clockrel::progress::Style;
 use clockrel::publish::{self, PublishOptions};
 use clockrel::rules::Headroom;
 use clockrel::stage::{self, StageOptions};
 use clockrel::units::FlashSize;
 use clockrel::verify;
+use ota_core::engine::Source;
 use ota_core::{Chip, Version};
 
 const EXIT_CODES: &str = "\
@@ -211,8 +212,8 @@ Exit codes: 0 published and verified, 5 partly published (run again), 6 nothing
 published, 3 published but a public URL does not serve it, 4 bad staged files, 2 usage.")]
 struct PublishArgs {
     /// Publish to one source only
-    #[arg(long, value_name = "TARGET", value_parser = ["github", "r2", "cloudflare"])]
-    only: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = source_parser())]
+    only: Option<Source>,
 
     /// Print the exact plan (objects, refs, URLs) and touch nothing
     #[arg(long)]
@@ -243,8 +244,8 @@ Examples:
 Exit codes: 0 every source serves the release, 3 a source does not, 2 usage.")]
 struct VerifyArgs {
     /// Check one source only
-    #[arg(long, value_name = "TARGET", value_parser = ["github", "r2", "cloudflare"])]
-    only: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = source_parser())]
+    only: Option<Source>,
 
     /// Seconds to keep retrying a source that does not serve the staged release yet
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -277,9 +278,8 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Keygen(args) => keygen(args, cli.json),
         Command::Publish(args) => {
             let config = require_config(config, "publish")?;
-            let only = args.only.as_deref().map(parse_target).transpose()?;
             let options = PublishOptions {
-                only,
+                only: args.only,
                 dry_run: args.dry_run,
                 verify: !args.no_verify,
                 deadline: Duration::from_secs(
@@ -295,33 +295,13 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Verify(args) => {
             let config = require_config(config, "verify")?;
-            let only = args.only.as_deref().map(parse_target).transpose()?;
-            let trusted = publish::trusted_keys(&config)?;
-            // A staged release, when there is one, is what every source must serve.
-            let staged = publish::load_release(&config)
-                .ok()
-                .map(|(release, _)| release);
-            let commit = staged
-                .as_ref()
-                .and_then(|r| tag_commit(&config, &r.version().tag()));
-            let probes =
-                verify::probes(&config, commit.as_deref(), only.map(publish::Target::name));
-            if probes.is_empty() {
-                return Err(Failure::new(
-                    Exit::Usage,
-                    anyhow::anyhow!("no source to verify is configured"),
-                )
-                .hint("set [sources.github] and [sources.r2] in clockrel.toml"));
-            }
-            let progress = Progress::new(Style::detect(cli.json));
             let deadline = Duration::from_secs(args.deadline);
-            let verification = runtime()?.block_on(verify::verify(
-                &probes,
-                &trusted,
-                staged.as_ref(),
+            let verification = runtime()?.block_on(verify::run(
+                &config,
+                args.only,
                 deadline,
-                &progress,
-            ));
+                Style::detect(cli.json),
+            ))?;
             emit(cli.json, &verification, render_verification)?;
             Ok(if verification.ok {
                 Exit::Success
@@ -364,7 +344,7 @@ fn keygen(args: KeygenArgs, json: bool) -> Result<Exit, Failure> {
         None => keys::default_key_path().map_err(|e| Failure::new(Exit::Usage, e))?,
     };
     let public = keys::generate(&path).map_err(|e| match e {
-        keys::KeyLoadError::Exists { .. } => Failure::new(Exit::Error, e).hint(
+        keys::KeyLoadError::Exists { .. } => Failure::new(Exit::Usage, e).hint(
             "give --out with a new path; to retire a key, remove it from the trusted keys first",
         ),
         other => Failure::new(Exit::Error, other),
@@ -398,9 +378,11 @@ fn require_config(config: Option<Config>, command: &str) -> Result<Config, Failu
     })
 }
 
-fn parse_target(name: &str) -> Result<publish::Target, Failure> {
-    name.parse()
-        .map_err(|e: String| Failure::new(Exit::Usage, anyhow::anyhow!(e)))
+/// `--only`: `github`, `r2`, or the fleet's name for R2, `cloudflare`.
+fn source_parser() -> impl clap::builder::TypedValueParser<Value = Source> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["github", "r2", "cloudflare"])
+        .try_map(|name: String| Source::parse(&name).ok_or("not a source"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -410,13 +392,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(|e| Failure::new(Exit::Error, e))
-}
-
-/// The commit a release tag points at in the local repository, if it is there.
-fn tag_commit(config: &Config, tag: &str) -> Option<String> {
-    let repo = git2::Repository::discover(&config.root).ok()?;
-    let object = repo.revparse_single(&format!("refs/tags/{tag}")).ok()?;
-    Some(object.peel_to_commit().ok()?.id().to_string())
 }
 
 fn render_verification(verification: &verify::Verification) -> String {

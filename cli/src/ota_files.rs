@@ -133,17 +133,22 @@ impl OtaFiles {
     ) -> Result<StagedRelease, StagedError> {
         let manifest_path = self.manifest_path();
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => StagedError::NothingStaged {
-                    path: path.to_owned(),
-                },
-                _ => StagedError::Read {
-                    path: path.to_owned(),
-                    source,
-                },
+            std::fs::read(path).map_err(|source| StagedError::Read {
+                path: path.to_owned(),
+                source,
             })
         };
-        let manifest_bytes = read(&manifest_path)?;
+        // Only a missing manifest means nothing is staged; a missing image is a broken stage.
+        let manifest_bytes =
+            std::fs::read(&manifest_path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => StagedError::NothingStaged {
+                    path: manifest_path.clone(),
+                },
+                _ => StagedError::Read {
+                    path: manifest_path.clone(),
+                    source,
+                },
+            })?;
         let manifest =
             Manifest::from_json(&manifest_bytes).map_err(|source| StagedError::BadManifest {
                 path: manifest_path.clone(),

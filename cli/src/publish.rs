@@ -6,7 +6,6 @@
 //! first, so a missing token never leaves one source published and the other not.
 
 use std::fmt::Write as _;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -21,40 +20,12 @@ use crate::targets::github::{self, Github};
 use crate::targets::r2::{self, R2};
 use crate::targets::{self, Ran, TargetError, Upload};
 use crate::verify::{self, Probe, Verification};
+use ota_core::engine::Source;
 use ota_core::manifest::PublicKey;
-
-/// A publishing target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    Github,
-    R2,
-}
-
-impl Target {
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Github => "github",
-            Target::R2 => "r2",
-        }
-    }
-}
-
-impl FromStr for Target {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "github" => Ok(Target::Github),
-            "r2" | "cloudflare" => Ok(Target::R2),
-            _ => Err(format!("`{s}` is not a target: expected github or r2")),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
-    pub only: Option<Target>,
+    pub only: Option<Source>,
     pub dry_run: bool,
     /// Fetch the public URLs afterwards.
     pub verify: bool,
@@ -92,7 +63,7 @@ impl Verdict {
 /// One target's account.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetReport {
-    pub target: Target,
+    pub target: Source,
     /// Every step finished.
     pub ok: bool,
     /// Devices reading this source now see the release (its manifest is published),
@@ -136,12 +107,12 @@ pub fn load_release(config: &Config) -> Result<(StagedRelease, Vec<PublicKey>), 
 }
 
 /// The selected targets: `--only`, else every configured source.
-fn selected(config: &Config, only: Option<Target>) -> Result<Vec<Target>, Failure> {
-    let configured = |t: Target| match t {
-        Target::Github => config.sources.github.is_some(),
-        Target::R2 => config.sources.r2.is_some(),
+fn selected(config: &Config, only: Option<Source>) -> Result<Vec<Source>, Failure> {
+    let configured = |t: Source| match t {
+        Source::Github => config.sources.github.is_some(),
+        Source::R2 => config.sources.r2.is_some(),
     };
-    let targets: Vec<Target> = match only {
+    let targets: Vec<Source> = match only {
         Some(target) if !configured(target) => {
             return Err(Failure::new(
                 Exit::Usage,
@@ -153,7 +124,7 @@ fn selected(config: &Config, only: Option<Target>) -> Result<Vec<Target>, Failur
             ));
         }
         Some(target) => vec![target],
-        None => [Target::Github, Target::R2]
+        None => [Source::Github, Source::R2]
             .into_iter()
             .filter(|t| configured(*t))
             .collect(),
@@ -208,9 +179,9 @@ pub async fn run(
                 let tasks = r2::tasks(source, &uploads);
                 (uploads, tasks)
             });
-    let plan_of = |target: Target| match target {
-        Target::Github => github_plan.as_ref(),
-        Target::R2 => r2_plan.as_ref(),
+    let plan_of = |target: Source| match target {
+        Source::Github => github_plan.as_ref(),
+        Source::R2 => r2_plan.as_ref(),
     };
 
     if options.dry_run {
@@ -226,11 +197,7 @@ pub async fn run(
                 commit: None,
             })
             .collect();
-        let probes = verify::probes(
-            config,
-            Some("<release commit>"),
-            options.only.map(Target::name),
-        );
+        let probes = verify::probes(config, Some("<release commit>"), options.only);
         return Ok(PublishReport {
             version,
             verdict: Verdict::Planned,
@@ -241,23 +208,23 @@ pub async fn run(
     }
 
     // Everything that can fail without a request fails here, before any target starts.
-    let setup_failure = |target: Target, e: TargetError| {
+    let setup_failure = |target: Source, e: TargetError| {
         let failure = Failure::new(Exit::Usage, anyhow::anyhow!("{}: {e}", target.name()));
         match e.hint {
             Some(hint) => failure.hint(format!("{hint}; or leave the target out with --only")),
             None => failure,
         }
     };
-    let github = match (targets.contains(&Target::Github), &github_plan) {
+    let github = match (targets.contains(&Source::Github), &github_plan) {
         (true, Some(plan)) => Some((
-            Github::from_env(config).map_err(|e| setup_failure(Target::Github, e))?,
+            Github::from_env(config).map_err(|e| setup_failure(Source::Github, e))?,
             plan,
         )),
         _ => None,
     };
-    let r2 = match (targets.contains(&Target::R2), &config.sources.r2, &r2_plan) {
+    let r2 = match (targets.contains(&Source::R2), &config.sources.r2, &r2_plan) {
         (true, Some(source), Some(plan)) => Some((
-            R2::from_env(source).map_err(|e| setup_failure(Target::R2, e))?,
+            R2::from_env(source).map_err(|e| setup_failure(Source::R2, e))?,
             plan,
         )),
         _ => None,
@@ -269,14 +236,14 @@ pub async fn run(
         let bar = progress.target("github", bytes_moved(tasks));
         let started = Instant::now();
         let (ran, commit) = github.publish(&release, uploads, tasks, &bar).await;
-        Some(report(Target::Github, started, ran, commit, &bar))
+        Some(report(Source::Github, started, ran, commit, &bar))
     };
     let r2_run = async {
         let (r2, (uploads, tasks)) = r2.as_ref()?;
         let bar = progress.target("r2", bytes_moved(tasks));
         let started = Instant::now();
         let ran = r2.publish(&release.manifest, uploads, tasks, &bar).await;
-        Some(report(Target::R2, started, ran, None, &bar))
+        Some(report(Source::R2, started, ran, None, &bar))
     };
     let (github_report, r2_report) = tokio::join!(github_run, r2_run);
     let reports: Vec<TargetReport> = [github_report, r2_report].into_iter().flatten().collect();
@@ -286,7 +253,7 @@ pub async fn run(
     let probes: Vec<Probe> = reports
         .iter()
         .filter(|r| r.live)
-        .flat_map(|r| verify::probes(config, commit.as_deref(), Some(r.target.name())))
+        .flat_map(|r| verify::probes(config, commit.as_deref(), Some(r.target)))
         .collect();
     let verification = if options.verify && !probes.is_empty() {
         Some(
@@ -297,7 +264,7 @@ pub async fn run(
                 options.deadline,
                 &progress,
             )
-            .await,
+            .await?,
         )
     } else {
         None
@@ -333,7 +300,7 @@ fn bytes_moved(tasks: &[Task]) -> u64 {
 }
 
 fn report(
-    target: Target,
+    target: Source,
     started: Instant,
     ran: Ran,
     commit: Option<String>,
@@ -462,7 +429,8 @@ pub fn render(report: &PublishReport) -> String {
         }
         Verdict::Failed => writeln!(
             out,
-            "NOT published: no source serves {} to devices",
+            "NOT published: {} failed before devices could see {} there",
+            failed.join(" and "),
             report.version
         ),
     };

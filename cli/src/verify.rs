@@ -5,12 +5,14 @@
 use std::time::{Duration, Instant};
 
 use ota_core::Manifest;
+use ota_core::engine::Source;
 use ota_core::manifest::PublicKey;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::ota_files::{MANIFEST, StagedRelease};
-use crate::progress::Progress;
+use crate::exit::{Exit, Failure};
+use crate::ota_files::{MANIFEST, OtaFiles, StagedError, StagedRelease};
+use crate::progress::{Progress, Style};
 
 /// How long a public URL may serve stale bytes by default: raw.githubusercontent.com
 /// caches for up to 5 minutes.
@@ -33,20 +35,25 @@ pub struct Probe {
 
 /// The public places of the configured sources. With `commit`, GitHub is probed at that
 /// commit first (never cached stale), then at the branch devices read.
-pub fn probes(config: &Config, commit: Option<&str>, only: Option<&str>) -> Vec<Probe> {
+pub fn probes(config: &Config, commit: Option<&str>, only: Option<Source>) -> Vec<Probe> {
     let mut probes = Vec::new();
     let dir_url = |git_ref: &str| {
         config
             .github_raw_url(git_ref, "")
             .map(|url| url.trim_end_matches('/').to_owned() + "/")
     };
-    if only.is_none_or(|o| o == "github")
+    if only.is_none_or(|o| o == Source::Github)
         && let Some(github) = &config.sources.github
     {
         let legacy_base = dir_url(&github.branch).unwrap_or_default();
         if let Some(commit) = commit {
+            // A commit id is shortened; a placeholder (the dry run's) is shown whole.
+            let label = match commit.len() {
+                40 if commit.bytes().all(|b| b.is_ascii_hexdigit()) => &commit[..12],
+                _ => commit,
+            };
             probes.extend(dir_url(commit).map(|base| Probe {
-                source: format!("github@{}", &commit[..commit.len().min(12)]),
+                source: format!("github@{label}"),
                 base,
                 legacy_base: legacy_base.clone(),
             }));
@@ -57,7 +64,7 @@ pub fn probes(config: &Config, commit: Option<&str>, only: Option<&str>) -> Vec<
             legacy_base: legacy_base.clone(),
         }));
     }
-    if only.is_none_or(|o| o == "r2")
+    if only.is_none_or(|o| o == Source::R2)
         && let Some(r2) = &config.sources.r2
     {
         probes.push(Probe {
@@ -93,6 +100,48 @@ pub struct Verification {
     pub disagreement: Option<String>,
 }
 
+/// `clockrel verify`: what each configured source (or `only` one) serves, checked as a
+/// device checks it. When a release is staged, every source must serve exactly it, and
+/// GitHub is also probed at the release tag's commit.
+pub async fn run(
+    config: &Config,
+    only: Option<Source>,
+    deadline: Duration,
+    style: Style,
+) -> Result<Verification, Failure> {
+    let trusted = crate::publish::trusted_keys(config)?;
+    let files = OtaFiles::new(config.ota_files(), config.release_name());
+    // Only an absent version.json means nothing is staged; a broken staging is an error.
+    let staged = match files.load_release(&trusted) {
+        Ok(release) => Some(release),
+        Err(StagedError::NothingStaged { .. }) => None,
+        Err(e) => {
+            return Err(Failure::new(Exit::BadInput, e)
+                .hint("stage the release again with `clockrel stage`"));
+        }
+    };
+    let commit = staged
+        .as_ref()
+        .and_then(|r| tag_commit(config, &r.version().tag()));
+    let probes = probes(config, commit.as_deref(), only);
+    if probes.is_empty() {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("no source to verify is configured"),
+        )
+        .hint("set [sources.github] and [sources.r2] in clockrel.toml"));
+    }
+    let progress = Progress::new(style);
+    verify(&probes, &trusted, staged.as_ref(), deadline, &progress).await
+}
+
+/// The commit a release tag points at in the local repository, if it is there.
+fn tag_commit(config: &Config, tag: &str) -> Option<String> {
+    let repo = git2::Repository::discover(&config.root).ok()?;
+    let object = repo.revparse_single(&format!("refs/tags/{tag}")).ok()?;
+    Some(object.peel_to_commit().ok()?.id().to_string())
+}
+
 /// Checks every probe, concurrently, until it serves a trusted release (the `expected`
 /// one, if given) or `deadline` passes.
 pub async fn verify(
@@ -101,18 +150,18 @@ pub async fn verify(
     expected: Option<&StagedRelease>,
     deadline: Duration,
     progress: &Progress,
-) -> Verification {
-    let client = http_client();
+) -> Result<Verification, Failure> {
+    let client = http_client()?;
     let checks = probes
         .iter()
         .map(|probe| check_source(&client, probe, trusted, expected, deadline, progress));
     let sources = futures_util::future::join_all(checks).await;
     let disagreement = disagreement(&sources);
-    Verification {
+    Ok(Verification {
         ok: !sources.is_empty() && sources.iter().all(|s| s.ok) && disagreement.is_none(),
         sources,
         disagreement,
-    }
+    })
 }
 
 fn disagreement(sources: &[Served]) -> Option<String> {
@@ -138,13 +187,19 @@ fn short(sha: Option<&str>) -> &str {
     sha.map_or("?", |s| &s[..s.len().min(12)])
 }
 
-pub fn http_client() -> reqwest::Client {
+/// The client every probe uses: never one without timeouts, which could hang forever.
+pub fn http_client() -> Result<reqwest::Client, Failure> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(120))
         .user_agent(concat!("clockrel/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_default()
+        .map_err(|e| {
+            Failure::new(
+                Exit::Error,
+                anyhow::Error::new(e).context("cannot set up HTTPS"),
+            )
+        })
 }
 
 async fn check_source(
@@ -255,15 +310,31 @@ async fn try_source(
         });
     }
     if let Some(expected) = expected
-        && bytes != expected.manifest_at(legacy_url)
+        && bytes != expected.manifest_at(legacy_url.clone())
     {
-        return Err(Attempt {
-            detail: format!(
+        let staged = expected.manifest.served_at(legacy_url);
+        let detail = if manifest == staged {
+            format!(
+                "{MANIFEST} holds the staged {} but not its bytes: the server reformatted or rewrote it",
+                staged.version.tag()
+            )
+        } else if manifest.version == staged.version {
+            format!(
+                "{MANIFEST} is another manifest of {}: SHA-256 {}, the staged one {}",
+                staged.version.tag(),
+                short(Some(&manifest.sha256.to_string())),
+                short(Some(&staged.sha256.to_string()))
+            )
+        } else {
+            format!(
                 "{MANIFEST} is {} ({}), not the staged {}",
                 manifest.version.tag(),
                 short(Some(&manifest.sha256.to_string())),
-                expected.version().tag()
-            ),
+                staged.version.tag()
+            )
+        };
+        return Err(Attempt {
+            detail,
             manifest: Some(manifest),
             image_url: Some(image_url),
         });

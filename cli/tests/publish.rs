@@ -751,3 +751,53 @@ fn a_dry_run_lists_exactly_the_steps_a_real_run_then_records() {
             .all(|o| o == "already-there")
     );
 }
+
+#[test]
+fn verify_calls_a_broken_staging_bad_input_not_nothing_staged() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let (out, _) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let image = world.repo.root().join("ota_files/wordclock-v2.9.0.bin");
+    std::fs::remove_file(&image).unwrap();
+    let out = world.run(&["verify"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("wordclock-v2.9.0.bin") && !text.contains("nothing is staged"),
+        "{text}"
+    );
+
+    std::fs::remove_file(world.repo.root().join("ota_files/version.json")).unwrap();
+    let out = world.run(&["verify"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing staged: each source is checked on its own\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_says_what_differs_in_a_rewritten_manifest() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let (out, _) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The same manifest, compacted: every field as staged, the bytes not.
+    let served = world.s3.object("version.json").unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&served).unwrap();
+    world
+        .s3
+        .rewrite("version.json", &serde_json::to_vec(&value).unwrap());
+    let out = world.run(&["verify", "--only", "r2"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "version.json holds the staged v2.9.0 but not its bytes: the server reformatted or rewrote it"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -333,7 +333,11 @@ fn keygen_never_overwrites_and_keeps_the_key_private() {
     let repo = Repo::new();
     let before = std::fs::read(&repo.key).unwrap();
     let out = repo.run(&["keygen", "--out", repo.key.to_str().unwrap()], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error, not an unexpected one"
+    );
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&repo.key).unwrap(), before);
     #[cfg(unix)]

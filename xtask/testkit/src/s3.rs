@@ -113,6 +113,13 @@ impl S3Server {
         std::fs::read(object_path(&self.bucket_dir, key)?).ok()
     }
 
+    /// Replaces the stored bytes of `key` behind the server's back, as a tool or a CDN
+    /// rewriting the object would. The public URL serves the new bytes.
+    pub fn rewrite(&self, key: &str, bytes: &[u8]) {
+        let path = object_path(&self.bucket_dir, key).expect("a key inside the bucket");
+        std::fs::write(path, bytes).expect("the object file can be written");
+    }
+
     /// Makes the next `count` S3 requests answer `status` (an HTTP status code) with an S3
     /// error document, without touching the stored objects. The public URL is not affected.
     pub fn fail_next(&self, count: usize, status: u16) {

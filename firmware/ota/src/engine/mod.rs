@@ -21,8 +21,10 @@ pub const CHUNK: usize = 4096;
 /// Where the preferred source is kept.
 const SOURCE_KEY: &str = "ota_source";
 
-/// One of the two places a release is served from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One of the two places a release is served from: what a device fails over between,
+/// and what the CLI publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     Github,
     R2,
