@@ -7,8 +7,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::units::Bytes;
-
 /// One thing a publish does, with everything it needs to say what and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -32,7 +30,7 @@ pub enum Task {
     GithubRelease { tag: String, repository: String },
     /// Upload one file to that release. Done when: an asset of this name has these
     /// bytes (its digest, or its content).
-    ReleaseAsset { name: String, bytes: u64 },
+    ReleaseAsset { name: String },
     /// Refuse when the bucket's `version.json` is a newer release or another build of
     /// this one: publishing over it would roll devices back. Reads only.
     CheckBucket { bucket: String, key: String },
@@ -40,7 +38,6 @@ pub enum Task {
     Put {
         bucket: String,
         key: String,
-        bytes: u64,
         cache_control: String,
         /// Create-only: other bytes under this name stop the target.
         immutable: bool,
@@ -68,9 +65,7 @@ impl fmt::Display for Task {
             Task::GithubRelease { tag, repository } => {
                 write!(f, "GitHub Release {tag} in {repository}")
             }
-            Task::ReleaseAsset { name, bytes } => {
-                write!(f, "release asset {name} ({})", Bytes(*bytes))
-            }
+            Task::ReleaseAsset { name } => write!(f, "release asset {name}"),
             Task::CheckBucket { bucket, key } => write!(
                 f,
                 "check s3://{bucket}/{key} serves nothing newer, nor another build"
@@ -78,11 +73,10 @@ impl fmt::Display for Task {
             Task::Put {
                 bucket,
                 key,
-                bytes,
                 cache_control,
                 immutable,
             } => {
-                write!(f, "put s3://{bucket}/{key} ({})", Bytes(*bytes))?;
+                write!(f, "put s3://{bucket}/{key}")?;
                 if *immutable {
                     f.write_str(", create-only")?;
                 }

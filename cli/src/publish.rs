@@ -160,13 +160,14 @@ pub async fn run(
         )
     });
     // The plan: every step each target walks, known before anything is touched.
+    let files = targets::files(&release.image_name, &release.alias_name);
     let github_plan: Option<(Vec<Upload>, Vec<Task>)> = config
         .sources
         .github
         .as_ref()
         .zip(github_uploads)
         .map(|(source, uploads)| {
-            let tasks = github::tasks(source, &config.ota_files_in_repo(), &release, &uploads);
+            let tasks = github::tasks(source, &config.ota_files_in_repo(), &version, &files);
             (uploads, tasks)
         });
     let r2_plan: Option<(Vec<Upload>, Vec<Task>)> =
@@ -176,7 +177,7 @@ pub async fn run(
             .as_ref()
             .zip(r2_uploads)
             .map(|(source, uploads)| {
-                let tasks = r2::tasks(source, &uploads);
+                let tasks = r2::tasks(source, &files);
                 (uploads, tasks)
             });
     let plan_of = |target: Source| match target {
@@ -233,14 +234,14 @@ pub async fn run(
     let progress = Progress::new(style);
     let github_run = async {
         let (github, (uploads, tasks)) = github.as_ref()?;
-        let bar = progress.target("github", bytes_moved(tasks));
+        let bar = progress.target("github", bytes_moved(tasks, uploads));
         let started = Instant::now();
         let (ran, commit) = github.publish(&release, uploads, tasks, &bar).await;
         Some(report(Source::Github, started, ran, commit, &bar))
     };
     let r2_run = async {
         let (r2, (uploads, tasks)) = r2.as_ref()?;
-        let bar = progress.target("r2", bytes_moved(tasks));
+        let bar = progress.target("r2", bytes_moved(tasks, uploads));
         let started = Instant::now();
         let ran = r2.publish(&release.manifest, uploads, tasks, &bar).await;
         Some(report(Source::R2, started, ran, None, &bar))
@@ -288,14 +289,20 @@ pub async fn run(
     })
 }
 
-/// The bytes a plan's uploads move: what a target's progress bar counts.
-fn bytes_moved(tasks: &[Task]) -> u64 {
-    tasks
-        .iter()
-        .map(|t| match t {
-            Task::ReleaseAsset { bytes, .. } | Task::Put { bytes, .. } => *bytes,
-            _ => 0,
+/// The bytes a plan uploads, what a target's progress bar counts: every file R2 puts,
+/// and those GitHub attaches to its Release.
+fn bytes_moved(tasks: &[Task], uploads: &[Upload]) -> u64 {
+    let uploaded = |upload: &Upload| {
+        tasks.iter().any(|t| match t {
+            Task::ReleaseAsset { name } => name == upload.name(),
+            Task::Put { .. } => true,
+            _ => false,
         })
+    };
+    uploads
+        .iter()
+        .filter(|u| uploaded(u))
+        .map(|u| u.bytes.len() as u64)
         .sum()
 }
 

@@ -15,15 +15,27 @@ use serde::Serialize;
 use crate::ota_files::StagedRelease;
 use crate::plan::{Record, Step};
 
-/// A file to put on a source.
-#[derive(Debug, Clone)]
-pub struct Upload {
+/// A file a release puts on a source, before its bytes are known: what a plan names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
     pub name: String,
-    pub bytes: Arc<[u8]>,
     pub content_type: &'static str,
     pub cache_control: &'static str,
     /// A name that must never hold other bytes once published.
     pub immutable: bool,
+}
+
+/// A file to put on a source, with its bytes.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub spec: FileSpec,
+    pub bytes: Arc<[u8]>,
+}
+
+impl Upload {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
 }
 
 /// Versioned names never change, so caches may keep them for good.
@@ -31,33 +43,48 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The alias and the manifest change with every release: caches must recheck soon.
 const CACHE_SHORT: &str = "public, max-age=60";
 
-/// The release's files in publishing order: image, alias, and `manifest` (this source's
-/// copy of `version.json`) last.
+/// A release's files in publishing order: the versioned image, the alias, and
+/// `version.json` last, so a device never reads a manifest naming a missing file.
+pub fn files(image_name: &str, alias_name: &str) -> Vec<FileSpec> {
+    let file = |name: &str, content_type, cache_control, immutable| FileSpec {
+        name: name.to_owned(),
+        content_type,
+        cache_control,
+        immutable,
+    };
+    vec![
+        file(
+            image_name,
+            "application/octet-stream",
+            CACHE_IMMUTABLE,
+            true,
+        ),
+        file(alias_name, "application/octet-stream", CACHE_SHORT, false),
+        file(
+            crate::ota_files::MANIFEST,
+            "application/json",
+            CACHE_SHORT,
+            false,
+        ),
+    ]
+}
+
+/// The staged release's files with their bytes, `manifest` being this source's copy of
+/// `version.json`.
 pub fn uploads(release: &StagedRelease, manifest: Vec<u8>) -> Vec<Upload> {
     let image: Arc<[u8]> = release.image.clone().into();
-    vec![
-        Upload {
-            name: release.image_name.clone(),
-            bytes: image.clone(),
-            content_type: "application/octet-stream",
-            cache_control: CACHE_IMMUTABLE,
-            immutable: true,
-        },
-        Upload {
-            name: release.alias_name.clone(),
-            bytes: image,
-            content_type: "application/octet-stream",
-            cache_control: CACHE_SHORT,
-            immutable: false,
-        },
-        Upload {
-            name: crate::ota_files::MANIFEST.to_owned(),
-            bytes: manifest.into(),
-            content_type: "application/json",
-            cache_control: CACHE_SHORT,
-            immutable: false,
-        },
-    ]
+    let manifest: Arc<[u8]> = manifest.into();
+    files(&release.image_name, &release.alias_name)
+        .into_iter()
+        .map(|spec| {
+            let bytes = if spec.name == crate::ota_files::MANIFEST {
+                manifest.clone()
+            } else {
+                image.clone()
+            };
+            Upload { spec, bytes }
+        })
+        .collect()
 }
 
 /// How a target's walk through its plan ended: a step per task, and the error that

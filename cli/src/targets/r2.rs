@@ -11,7 +11,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use md5::Digest as _;
 
-use super::{Ran, TargetError, Upload};
+use super::{FileSpec, Ran, TargetError, Upload};
 use crate::config::R2Source;
 use crate::ota_files::MANIFEST;
 use crate::plan::{Outcome, Record, Task};
@@ -118,14 +118,16 @@ impl R2 {
                     .refuse_rollback(release)
                     .await
                     .map(|()| Outcome::Checked),
-                Task::Put { key, .. } => match uploads.iter().find(|u| self.key(&u.name) == *key) {
-                    Some(upload) => {
-                        let outcome = self.put(upload).await;
-                        progress.advance(upload.bytes.len() as u64);
-                        outcome
+                Task::Put { key, .. } => {
+                    match uploads.iter().find(|u| self.key(u.name()) == *key) {
+                        Some(upload) => {
+                            let outcome = self.put(upload).await;
+                            progress.advance(upload.bytes.len() as u64);
+                            outcome
+                        }
+                        None => Err((format!("no staged file for {key}"), None)),
                     }
-                    None => Err((format!("no staged file for {key}"), None)),
-                },
+                }
                 other => Err((format!("not an R2 task: {other:?}"), None)),
             };
             match done {
@@ -194,14 +196,14 @@ impl R2 {
             (
                 format!(
                     "the bucket already holds other bytes under {}; a published name is never overwritten",
-                    self.key(&upload.name)
+                    self.key(upload.name())
                 ),
                 Some("a versioned image is immutable: stage a new version instead".to_owned()),
             )
         };
         match self.existing(upload, &md5).await? {
             Existing::Same => return Ok(Outcome::AlreadyThere),
-            Existing::Different if upload.immutable => return Err(immutable_taken()),
+            Existing::Different if upload.spec.immutable => return Err(immutable_taken()),
             Existing::Different | Existing::Missing => {}
         }
         let sha256 = ota_core::Sha256::of(&upload.bytes);
@@ -209,14 +211,14 @@ impl R2 {
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.key(&upload.name))
+            .key(self.key(upload.name()))
             .body(ByteStream::from(upload.bytes.to_vec()))
-            .content_type(upload.content_type)
-            .cache_control(upload.cache_control)
+            .content_type(upload.spec.content_type)
+            .cache_control(upload.spec.cache_control)
             // The server checks the bytes it stored against this before it answers.
             .content_md5(base64_md5(&md5))
             .metadata("sha256", sha256.to_string());
-        if upload.immutable {
+        if upload.spec.immutable {
             // Create only: another publisher racing us cannot be overwritten.
             put = put.if_none_match("*");
         }
@@ -239,7 +241,7 @@ impl R2 {
             .client
             .head_object()
             .bucket(&self.bucket)
-            .key(self.key(&upload.name))
+            .key(self.key(upload.name()))
             .send()
             .await;
         match head {
@@ -271,7 +273,7 @@ impl R2 {
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.key(&upload.name))
+            .key(self.key(upload.name()))
             .send()
             .await
             .map_err(|e| self.explain(e))?;
@@ -342,7 +344,7 @@ impl R2 {
 
 /// The R2 plan: what `publish` does there, in order, worked out without credentials
 /// or a request. `--dry-run` prints it; [`R2::publish`] walks it.
-pub fn tasks(source: &R2Source, uploads: &[Upload]) -> Vec<Task> {
+pub fn tasks(source: &R2Source, files: &[FileSpec]) -> Vec<Task> {
     let bucket = source
         .bucket
         .clone()
@@ -352,12 +354,11 @@ pub fn tasks(source: &R2Source, uploads: &[Upload]) -> Vec<Task> {
         bucket: bucket.clone(),
         key: key(MANIFEST),
     })
-    .chain(uploads.iter().map(|u| Task::Put {
+    .chain(files.iter().map(|file| Task::Put {
         bucket: bucket.clone(),
-        key: key(&u.name),
-        bytes: u.bytes.len() as u64,
-        cache_control: u.cache_control.to_owned(),
-        immutable: u.immutable,
+        key: key(&file.name),
+        cache_control: file.cache_control.to_owned(),
+        immutable: file.immutable,
     }))
     .collect()
 }

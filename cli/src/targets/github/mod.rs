@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use git2::Repository;
 
-use super::{Ran, TargetError, Upload};
+use super::{FileSpec, Ran, TargetError, Upload};
 use crate::config::{Config, GithubSource};
 use crate::ota_files::StagedRelease;
 use crate::plan::{Outcome, Record, Task};
@@ -125,7 +125,7 @@ impl Github {
                 Task::Commit { branch, dir, tag } => {
                     let files: Vec<(String, &[u8])> = uploads
                         .iter()
-                        .map(|u| (format!("{dir}/{}", u.name), u.bytes.as_ref()))
+                        .map(|u| (format!("{dir}/{}", u.name()), u.bytes.as_ref()))
                         .collect();
                     let (oid, outcome) =
                         git::release_commit(&repo, branch, tag, &files, &format!("Release {tag}"))
@@ -236,7 +236,7 @@ impl Github {
                 }
                 Task::ReleaseAsset { name, .. } => {
                     let (Some(gh_release), Some(upload)) =
-                        (&gh_release, uploads.iter().find(|u| &u.name == name))
+                        (&gh_release, uploads.iter().find(|u| u.name() == name))
                     else {
                         let error = TargetError::new(what, "no release or no such file staged");
                         return Err(fail(record, error));
@@ -269,13 +269,13 @@ impl Github {
         let upload_it = || async {
             repos
                 .releases()
-                .upload_asset(gh_release.id.0, &upload.name, upload.bytes.to_vec().into())
+                .upload_asset(gh_release.id.0, upload.name(), upload.bytes.to_vec().into())
                 .send()
                 .await
                 .map(|_| Outcome::Done)
                 .map_err(|e| self.github_error(what.to_owned(), e))
         };
-        match gh_release.assets.iter().find(|a| a.name == upload.name) {
+        match gh_release.assets.iter().find(|a| a.name == upload.name()) {
             // An upload that broke off leaves an asset GitHub never finished: it holds
             // the name until deleted, and nobody can have downloaded it.
             Some(asset) if asset.state != "uploaded" => {
@@ -384,43 +384,38 @@ impl Github {
 /// The GitHub plan: what `publish` does there, in order, worked out without
 /// credentials, the repository or the network. `--dry-run` prints it; [`Github::publish`]
 /// walks it.
-pub fn tasks(
-    source: &GithubSource,
-    dir: &str,
-    release: &StagedRelease,
-    uploads: &[Upload],
-) -> Vec<Task> {
-    let tag = release.version().tag();
+pub fn tasks(source: &GithubSource, dir: &str, tag: &str, files: &[FileSpec]) -> Vec<Task> {
     let branch = source.branch.clone();
     let remote = source.git_url();
     let mut tasks = vec![
         Task::Commit {
             branch: branch.clone(),
             dir: dir.to_owned(),
-            tag: tag.clone(),
+            tag: tag.to_owned(),
         },
         Task::PushBranch {
             branch,
             remote: remote.clone(),
         },
-        Task::Tag { tag: tag.clone() },
+        Task::Tag {
+            tag: tag.to_owned(),
+        },
         Task::PushTag {
-            tag: tag.clone(),
+            tag: tag.to_owned(),
             remote,
         },
         Task::GithubRelease {
-            tag,
+            tag: tag.to_owned(),
             repository: source.repository.clone(),
         },
     ];
-    // Every file but the alias, which a release's versioned assets make redundant.
+    // The versioned files: the alias only stands in for "the latest" on raw URLs.
     tasks.extend(
-        uploads
+        files
             .iter()
-            .filter(|u| u.name != release.alias_name)
-            .map(|u| Task::ReleaseAsset {
-                name: u.name.clone(),
-                bytes: u.bytes.len() as u64,
+            .filter(|file| file.immutable || file.name == crate::ota_files::MANIFEST)
+            .map(|file| Task::ReleaseAsset {
+                name: file.name.clone(),
             }),
     );
     tasks
