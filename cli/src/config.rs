@@ -33,6 +33,25 @@ pub struct Firmware {
     /// The chip every image must be built for.
     #[serde(default, deserialize_with = "chip")]
     pub chip: Option<Chip>,
+    /// Where `release` writes the version the app descriptor carries: a `Cargo.toml`
+    /// (its `package.version`, and the package's entry in the `Cargo.lock` beside the
+    /// workspace) or a plain file such as `version.txt` [default: the Cargo.toml of
+    /// `package`]. Relative to the config.
+    pub version_file: Option<PathBuf>,
+    /// A build command run with `sh -c` instead of cargo (ESP-IDF C projects:
+    /// `idf.py build`); it sees the version in `CLOCKREL_VERSION`.
+    pub build: Option<String>,
+    /// The ELF the build command makes (the app image is made from it with espflash).
+    pub elf: Option<PathBuf>,
+    /// The app image the build command makes, if it makes one itself.
+    pub image: Option<PathBuf>,
+    /// The cargo target of a Rust firmware [default: xtensa-esp32s3-espidf].
+    pub target: Option<String>,
+    /// The rustup toolchain of a Rust firmware [default: esp].
+    pub toolchain: Option<String>,
+    /// A cargo config file passed with `--config` (the chip's, kept out of the
+    /// workspace root so host builds stay host builds). Relative to the config.
+    pub cargo_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -229,13 +248,18 @@ impl Config {
         };
         let mut flash = file.flash;
         flash.partitions = flash.partitions.map(|p| root.join(p));
+        let mut firmware = file.firmware;
+        for path in [
+            &mut firmware.version_file,
+            &mut firmware.elf,
+            &mut firmware.image,
+            &mut firmware.cargo_config,
+        ] {
+            *path = path.take().map(|p| root.join(p));
+        }
         let mut signing = file.signing;
         signing.trusted_keys = signing.trusted_keys.map(|p| root.join(p));
-        let name = file
-            .release
-            .name
-            .as_deref()
-            .or(file.firmware.package.as_deref());
+        let name = file.release.name.as_deref().or(firmware.package.as_deref());
         if let Some(name) = name
             && !ota_core::manifest::is_plain_file_name(&format!("{name}-v0.0.0-rc.0.bin"))
         {
@@ -249,7 +273,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             root,
-            firmware: file.firmware,
+            firmware,
             flash,
             release: file.release,
             signing,
@@ -348,12 +372,39 @@ headroom = 25
     #[test]
     fn the_readme_example_is_a_valid_config() {
         let readme = include_str!("../../README.md");
-        let start = readme.find("```toml\n").expect("the README shows a config") + 8;
+        let section = readme
+            .find("## `clockrel.toml`")
+            .expect("the README has a config section");
+        let start = section
+            + readme[section..]
+                .find("```toml\n")
+                .expect("the README shows a config")
+            + 8;
         let end = start + readme[start..].find("```").unwrap();
         let config = Config::parse(&readme[start..end], Path::new("clockrel.toml")).unwrap();
         assert_eq!(config.release_name(), "wordclock");
         assert_eq!(config.sources.github.unwrap().branch, "main");
         assert!(config.sources.r2.is_some());
+    }
+
+    #[test]
+    fn the_readme_esp_idf_example_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let at = readme
+            .find("For an ESP-IDF C project")
+            .expect("the README shows one");
+        let start = at + readme[at..].find("```toml\n").unwrap() + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let config = Config::parse(&readme[start..end], Path::new("/fw/clockrel.toml")).unwrap();
+        assert_eq!(config.firmware.build.as_deref(), Some("idf.py build"));
+        assert_eq!(
+            config.firmware.image.as_deref(),
+            Some(Path::new("/fw/build/wordclock.bin"))
+        );
+        assert_eq!(
+            config.firmware.version_file.as_deref(),
+            Some(Path::new("/fw/version.txt"))
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use clockrel::exit::{Exit, Failure};
 use clockrel::keys;
 use clockrel::progress::Style;
 use clockrel::publish::{self, PublishOptions};
+use clockrel::release;
 use clockrel::rules::Headroom;
 use clockrel::stage::{self, StageOptions};
 use clockrel::units::FlashSize;
@@ -51,11 +52,89 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Release(ReleaseArgs),
     Check(CheckArgs),
     Keygen(KeygenArgs),
     Stage(StageArgs),
     Publish(PublishArgs),
     Verify(VerifyArgs),
+}
+
+/// Release a version: check, bump, build, stage, commit, tag, publish, verify.
+///
+/// The whole release as one plan, walked in order:
+///
+///   preflight  the working tree is clean but for what the release writes, HEAD is on
+///              the release branch, VERSION is above every tag and the staged release,
+///              its tag is free, every source's credentials are set, the signing key
+///              loads and the firmware trusts it (all are checked, so one run names
+///              every problem)
+///   version    VERSION into [firmware] version_file (the package's Cargo.toml and
+///              Cargo.lock, or a version.txt), so the image's app descriptor carries it
+///   build      cargo for the Rust firmware ([firmware] package, target, toolchain,
+///              cargo_config), or [firmware] build for any other; or nothing, with
+///              --image or --elf
+///   stage      every rule of `clockrel check` and `clockrel stage`, then ota_files/
+///   commit     the version bump and ota_files/ in one commit, and the tag vVERSION
+///   publish    GitHub and R2 in parallel, as `clockrel publish`, then every public URL
+///              verified
+///
+/// --dry-run prints exactly these steps and touches nothing. After a failure, run the
+/// same command again: what is done is found in the repository, ota_files/ and the
+/// sources and skipped, so nothing is bumped, built, committed or tagged twice.
+///
+/// In CI (a tag push), VERSION may be left out: GITHUB_REF_NAME gives it.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  clockrel release v2.9.0 --dry-run
+  clockrel release v2.9.0
+  clockrel release v2.9.0 --elf target/xtensa-esp32s3-espidf/release/wordclock
+  clockrel release v2.9.0 --only r2 --json > release.json
+
+Exit codes: 0 released and verified, 3 a check failed (nothing published), 1 a step
+on this machine failed (build, commit), 5 partly published (run again), 6 nothing
+published, 4 bad input, 2 usage.")]
+struct ReleaseArgs {
+    /// The version to release, such as v2.9.0 or 2.10.0-rc.1 [default: $GITHUB_REF_NAME]
+    #[arg(value_name = "VERSION")]
+    version: Option<Version>,
+
+    /// Release this app image instead of building
+    #[arg(long, value_name = "FILE", conflicts_with = "elf")]
+    image: Option<PathBuf>,
+
+    /// Release the app image made from this ELF instead of building
+    #[arg(long, value_name = "FILE")]
+    elf: Option<PathBuf>,
+
+    /// Publish to one source only
+    #[arg(long, value_name = "SOURCE", value_parser = source_parser())]
+    only: Option<Source>,
+
+    /// Print the plan, every step, and touch nothing
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Do not fetch the public URLs afterwards
+    #[arg(long)]
+    no_verify: bool,
+
+    /// Seconds to keep retrying public URLs that serve stale bytes [default: config, then 360]
+    #[arg(long, value_name = "SECONDS")]
+    deadline: Option<u64>,
+
+    /// The secret signing key file [default: $CLOCKREL_SIGNING_KEY, then $CLOCKREL_SIGNING_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// Release notes: the manifest's description and the GitHub Release's text
+    #[arg(long, value_name = "TEXT", conflicts_with = "notes_file")]
+    notes: Option<String>,
+
+    /// Read the release notes from a file
+    #[arg(long, value_name = "FILE")]
+    notes_file: Option<PathBuf>,
 }
 
 /// Check that an image and a partition table are safe to ship.
@@ -276,17 +355,39 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             })
         }
         Command::Keygen(args) => keygen(args, cli.json),
+        Command::Release(args) => {
+            let config = require_config(config, "release")?;
+            let version = match args.version {
+                Some(version) => version,
+                None => version_from_ci()?,
+            };
+            let artifact = match (args.image, args.elf) {
+                (Some(image), _) => Some(release::Artifact::Image(image)),
+                (None, Some(elf)) => Some(release::Artifact::Elf(elf)),
+                (None, None) => None,
+            };
+            let options = release::ReleaseOptions {
+                version,
+                artifact,
+                only: args.only,
+                dry_run: args.dry_run,
+                verify: !args.no_verify,
+                deadline: deadline(args.deadline, &config),
+                key: args.key,
+                notes: read_notes(args.notes, args.notes_file.as_deref())?,
+            };
+            let report =
+                runtime()?.block_on(release::run(&options, &config, Style::detect(cli.json)))?;
+            emit(cli.json, &report, release::render)?;
+            Ok(report.exit())
+        }
         Command::Publish(args) => {
             let config = require_config(config, "publish")?;
             let options = PublishOptions {
                 only: args.only,
                 dry_run: args.dry_run,
                 verify: !args.no_verify,
-                deadline: Duration::from_secs(
-                    args.deadline
-                        .or(config.verify.deadline_seconds)
-                        .unwrap_or(verify::DEFAULT_DEADLINE.as_secs()),
-                ),
+                deadline: deadline(args.deadline, &config),
             };
             let report =
                 runtime()?.block_on(publish::run(&options, &config, Style::detect(cli.json)))?;
@@ -311,21 +412,11 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Stage(args) => {
             let config = require_config(config, "stage")?;
-            let notes = match &args.notes_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .with_context(|| {
-                            format!("cannot read the release notes {}", path.display())
-                        })
-                        .map_err(|e| Failure::new(Exit::BadInput, e))?,
-                ),
-                None => args.notes,
-            };
             let options = StageOptions {
                 version: args.version,
                 check: args.inputs.options(),
                 key: args.key,
-                notes,
+                notes: read_notes(args.notes, args.notes_file.as_deref())?,
             };
             let report = stage::run(&options, &config)?;
             emit(cli.json, &report, stage::render)?;
@@ -369,6 +460,46 @@ fn keygen(args: KeygenArgs, json: bool) -> Result<Exit, Failure> {
         println!("trusts it before you release with this key.");
     }
     Ok(Exit::Success)
+}
+
+/// `--notes`, or the text of `--notes-file`.
+fn read_notes(
+    notes: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, Failure> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the release notes {}", path.display()))
+            .map(Some)
+            .map_err(|e| Failure::new(Exit::BadInput, e)),
+        None => Ok(notes),
+    }
+}
+
+/// `--deadline`, else `[verify] deadline_seconds`, else the default.
+fn deadline(flag: Option<u64>, config: &Config) -> Duration {
+    Duration::from_secs(
+        flag.or(config.verify.deadline_seconds)
+            .unwrap_or(verify::DEFAULT_DEADLINE.as_secs()),
+    )
+}
+
+/// The version of a CI run on a pushed tag: `GITHUB_REF_NAME`, such as `v2.9.0`.
+fn version_from_ci() -> Result<Version, Failure> {
+    let name = std::env::var("GITHUB_REF_NAME")
+        .ok()
+        .filter(|n| !n.is_empty());
+    let Some(name) = name else {
+        return Err(Failure::new(Exit::Usage, anyhow::anyhow!("no VERSION given"))
+            .hint("give the version, such as `clockrel release v2.9.0` (in CI on a tag push, GITHUB_REF_NAME gives it)"));
+    };
+    name.parse().map_err(|e| {
+        Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("GITHUB_REF_NAME `{name}` is not a version: {e}"),
+        )
+        .hint("run the release job on tags like v2.9.0 only")
+    })
 }
 
 fn require_config(config: Option<Config>, command: &str) -> Result<Config, Failure> {

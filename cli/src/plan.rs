@@ -7,10 +7,30 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// One thing a publish does, with everything it needs to say what and where.
+/// One thing a release or a publish does, with everything it needs to say what and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Task {
+    /// A check made before any work, so that a release does not stop half-way for a
+    /// reason known at the start. Reads only.
+    Preflight { check: Preflight },
+    /// Write the version where the firmware takes it from, so its app descriptor
+    /// carries it. Done when: the file already says it.
+    SetVersion { file: String, version: String },
+    /// Build the firmware. Done when: this version is already staged (a re-run builds
+    /// nothing: another build could differ in its bytes).
+    Build { how: String },
+    /// Make the app image, judge it by every rule of `check` and `stage`, sign the
+    /// manifest and write `ota_files/`. Done when: `ota_files/` holds this version and
+    /// it verifies.
+    Stage { version: String, from: String },
+    /// Commit the version bump and the staged files together on the branch. Done when:
+    /// the tag's commit, or the branch's tip, holds them.
+    ReleaseCommit {
+        branch: String,
+        paths: Vec<String>,
+        tag: String,
+    },
     /// Commit the staged files on the release branch for the release `tag`, unless the
     /// branch already holds them (or the tag marks a release commit that does). Done
     /// when: that commit's tree has these bytes under `dir`.
@@ -19,9 +39,14 @@ pub enum Task {
         dir: String,
         tag: String,
     },
-    /// Push the release commit to the branch; from then on the raw URLs serve the
-    /// release. Done when: the remote branch contains the release commit.
-    PushBranch { branch: String, remote: String },
+    /// Push the release commit (the one `tag` marks, or is to mark) to the branch; from
+    /// then on the raw URLs serve the release. Done when: the remote branch contains
+    /// the release commit.
+    PushBranch {
+        branch: String,
+        remote: String,
+        tag: String,
+    },
     /// Make the annotated tag at the release commit. Done when: the tag exists there.
     Tag { tag: String },
     /// Push the tag. Done when: the remote tag names the same object.
@@ -55,11 +80,57 @@ impl Task {
     }
 }
 
+/// What a release checks before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "check", rename_all = "kebab-case")]
+pub enum Preflight {
+    /// Nothing is changed in the working tree but what the release writes.
+    CleanTree,
+    /// HEAD is on the release branch.
+    OnBranch { branch: String },
+    /// The version is SemVer without build metadata, above the last tag and the staged
+    /// release, or equal to the staged one (a re-run finishing it).
+    NewVersion { version: String },
+    /// The tag does not exist, or marks this very release.
+    TagFree { tag: String },
+    /// A source's credentials are in the environment.
+    Credentials { source: String },
+    /// The signing key loads and the firmware trusts it.
+    SigningKey,
+    /// The Rust toolchain that builds the firmware is installed.
+    Toolchain { toolchain: String },
+}
+
+impl fmt::Display for Preflight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Preflight::CleanTree => f.write_str("no changes in the working tree but the release's"),
+            Preflight::OnBranch { branch } => write!(f, "HEAD on {branch}"),
+            Preflight::NewVersion { version } => {
+                write!(f, "{version} above every tag and the staged release")
+            }
+            Preflight::TagFree { tag } => write!(f, "tag {tag} free, or this release's"),
+            Preflight::Credentials { source } => write!(f, "credentials for {source}"),
+            Preflight::SigningKey => f.write_str("the signing key, trusted by the firmware"),
+            Preflight::Toolchain { toolchain } => write!(f, "the `{toolchain}` Rust toolchain"),
+        }
+    }
+}
+
 impl fmt::Display for Task {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Task::Preflight { check } => write!(f, "preflight: {check}"),
+            Task::SetVersion { file, version } => write!(f, "set version {version} in {file}"),
+            Task::Build { how } => write!(f, "build: {how}"),
+            Task::Stage { version, from } => {
+                write!(f, "check, sign and stage {version} from {from}")
+            }
+            Task::ReleaseCommit { branch, paths, tag } => {
+                write!(f, "commit {} on {branch} for {tag}", paths.join(", "))
+            }
             Task::Commit { branch, dir, tag } => write!(f, "commit {dir}/ on {branch} for {tag}"),
-            Task::PushBranch { branch, remote } => write!(f, "push {branch} to {remote}"),
+            Task::PushBranch { branch, remote, .. } => write!(f, "push {branch} to {remote}"),
             Task::Tag { tag } => write!(f, "tag {tag} (annotated) at the release commit"),
             Task::PushTag { tag, remote } => write!(f, "push {tag} to {remote}"),
             Task::GithubRelease { tag, repository } => {
@@ -196,9 +267,21 @@ impl Record {
     /// Ends the next task as failed, and every later one as not reached.
     pub fn fail(&mut self, why: impl Into<String>) {
         self.finish(Outcome::Failed(why.into()), None);
+        self.skip_rest();
+    }
+
+    /// Ends every task left as not reached.
+    pub fn skip_rest(&mut self) {
         while self.next().is_some() {
             self.finish(Outcome::NotReached, None);
         }
+    }
+
+    /// Whether a step so far failed.
+    pub fn failed(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed(_)))
     }
 
     pub fn steps(self) -> Vec<Step> {

@@ -20,6 +20,7 @@ use crate::targets::github::{self, Github};
 use crate::targets::r2::{self, R2};
 use crate::targets::{self, Ran, TargetError, Upload};
 use crate::verify::{self, Probe, Verification};
+use ota_core::Version;
 use ota_core::engine::Source;
 use ota_core::manifest::PublicKey;
 
@@ -33,8 +34,7 @@ pub struct PublishOptions {
 }
 
 /// How a publish ended, as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// `--dry-run`: nothing was touched.
     Planned,
@@ -50,6 +50,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict as `--json` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Planned => "planned",
+            Verdict::Published => "published",
+            Verdict::Unverified => "unverified",
+            Verdict::Partial => "partial",
+            Verdict::Failed => "failed",
+        }
+    }
+
     pub fn exit(self) -> Exit {
         match self {
             Verdict::Planned | Verdict::Published => Exit::Success,
@@ -57,6 +68,12 @@ impl Verdict {
             Verdict::Partial => Exit::Partial,
             Verdict::Failed => Exit::PublishFailed,
         }
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -138,76 +155,139 @@ fn selected(config: &Config, only: Option<Source>) -> Result<Vec<Source>, Failur
     Ok(targets)
 }
 
+/// What a publish does: each selected target's steps and the public URLs checked after.
+#[derive(Debug, Clone)]
+pub struct PublishPlan {
+    pub tag: String,
+    pub targets: Vec<(Source, Vec<Task>)>,
+    /// Where devices read the release, probed once the targets are done (GitHub at the
+    /// release commit too, which the plan can only name).
+    pub probes: Vec<Probe>,
+}
+
+/// Who makes the release commit and tag: the GitHub target (`publish`), or the caller
+/// before any target runs (`release`, which commits its version bump with them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commits {
+    ByGithub,
+    Already,
+}
+
+/// The plan of publishing `version`, from the config alone: no file, credential or
+/// request is needed, so it can be printed before the release exists.
+pub fn plan(
+    config: &Config,
+    version: &Version,
+    only: Option<Source>,
+    commits: Commits,
+) -> Result<PublishPlan, Failure> {
+    let tag = version.tag();
+    let names = OtaFiles::new(config.ota_files(), config.release_name());
+    let files = targets::files(&names.image_name(version), &names.alias_name());
+    let targets = selected(config, only)?
+        .into_iter()
+        .map(|source| {
+            let tasks = match (source, &config.sources.github, &config.sources.r2) {
+                (Source::Github, Some(github), _) => {
+                    let dir = config.ota_files_in_repo();
+                    let all = github::tasks(github, &dir, &tag, &files);
+                    match commits {
+                        Commits::ByGithub => all,
+                        Commits::Already => all
+                            .into_iter()
+                            .filter(|t| !matches!(t, Task::Commit { .. } | Task::Tag { .. }))
+                            .collect(),
+                    }
+                }
+                (Source::R2, _, Some(r2)) => r2::tasks(r2, &files),
+                _ => Vec::new(),
+            };
+            (source, tasks)
+        })
+        .collect();
+    Ok(PublishPlan {
+        tag,
+        targets,
+        probes: verify::probes(config, Some("<release commit>"), only),
+    })
+}
+
+impl PublishPlan {
+    /// The report of a dry run: every step planned, nothing touched.
+    pub fn planned(&self) -> PublishReport {
+        PublishReport {
+            version: self.tag.clone(),
+            verdict: Verdict::Planned,
+            targets: self
+                .targets
+                .iter()
+                .map(|(target, tasks)| TargetReport {
+                    target: *target,
+                    ok: true,
+                    live: false,
+                    seconds: 0.0,
+                    steps: plan::planned(tasks),
+                    error: None,
+                    commit: None,
+                })
+                .collect(),
+            probes: self.probes.clone(),
+            verification: None,
+        }
+    }
+}
+
+/// `clockrel publish`: the staged release to every selected source, then verified.
 pub async fn run(
     options: &PublishOptions,
     config: &Config,
     style: Style,
 ) -> Result<PublishReport, Failure> {
     let (release, trusted) = load_release(config)?;
-    let targets = selected(config, options.only)?;
-    let version = release.version().tag();
-    // Each source serves a copy of version.json whose firmware_url names its own image.
-    let github_uploads = config
-        .sources
-        .github
-        .as_ref()
-        .and_then(|g| config.github_raw_url(&g.branch, &release.image_name))
-        .map(|url| targets::uploads(&release, release.manifest_at(url)));
-    let r2_uploads = config.sources.r2.as_ref().map(|r2| {
-        targets::uploads(
-            &release,
-            release.manifest_at(r2.public_url_of(&release.image_name)),
-        )
-    });
-    // The plan: every step each target walks, known before anything is touched.
-    let files = targets::files(&release.image_name, &release.alias_name);
-    let github_plan: Option<(Vec<Upload>, Vec<Task>)> = config
-        .sources
-        .github
-        .as_ref()
-        .zip(github_uploads)
-        .map(|(source, uploads)| {
-            let tasks = github::tasks(source, &config.ota_files_in_repo(), &version, &files);
-            (uploads, tasks)
-        });
-    let r2_plan: Option<(Vec<Upload>, Vec<Task>)> =
-        config
+    let plan = plan(config, release.version(), options.only, Commits::ByGithub)?;
+    if options.dry_run {
+        return Ok(plan.planned());
+    }
+    execute(&plan, &release, &trusted, options, config, style).await
+}
+
+/// Each source serves a copy of version.json whose firmware_url names its own image.
+pub fn uploads_for(config: &Config, release: &StagedRelease, source: Source) -> Vec<Upload> {
+    let url = match source {
+        Source::Github => config
+            .sources
+            .github
+            .as_ref()
+            .and_then(|g| config.github_raw_url(&g.branch, &release.image_name)),
+        Source::R2 => config
             .sources
             .r2
             .as_ref()
-            .zip(r2_uploads)
-            .map(|(source, uploads)| {
-                let tasks = r2::tasks(source, &files);
-                (uploads, tasks)
-            });
-    let plan_of = |target: Source| match target {
-        Source::Github => github_plan.as_ref(),
-        Source::R2 => r2_plan.as_ref(),
+            .map(|r2| r2.public_url_of(&release.image_name)),
     };
+    let manifest = match url {
+        Some(url) => release.manifest_at(url),
+        None => release.manifest_bytes.clone(),
+    };
+    targets::uploads(release, manifest)
+}
 
-    if options.dry_run {
-        let reports = targets
+/// Walks `plan`'s targets concurrently with the staged `release`, then verifies every
+/// source devices can now read the release from.
+pub async fn execute(
+    plan: &PublishPlan,
+    release: &StagedRelease,
+    trusted: &[PublicKey],
+    options: &PublishOptions,
+    config: &Config,
+    style: Style,
+) -> Result<PublishReport, Failure> {
+    let tasks_of = |source: Source| {
+        plan.targets
             .iter()
-            .map(|&target| TargetReport {
-                target,
-                ok: true,
-                live: false,
-                seconds: 0.0,
-                steps: plan_of(target).map_or_else(Vec::new, |(_, tasks)| plan::planned(tasks)),
-                error: None,
-                commit: None,
-            })
-            .collect();
-        let probes = verify::probes(config, Some("<release commit>"), options.only);
-        return Ok(PublishReport {
-            version,
-            verdict: Verdict::Planned,
-            targets: reports,
-            probes,
-            verification: None,
-        });
-    }
-
+            .find(|(s, _)| *s == source)
+            .map(|(_, tasks)| tasks)
+    };
     // Everything that can fail without a request fails here, before any target starts.
     let setup_failure = |target: Source, e: TargetError| {
         let failure = Failure::new(Exit::Usage, anyhow::anyhow!("{}: {e}", target.name()));
@@ -216,31 +296,33 @@ pub async fn run(
             None => failure,
         }
     };
-    let github = match (targets.contains(&Source::Github), &github_plan) {
-        (true, Some(plan)) => Some((
+    let github = match tasks_of(Source::Github) {
+        Some(tasks) => Some((
             Github::from_env(config).map_err(|e| setup_failure(Source::Github, e))?,
-            plan,
+            uploads_for(config, release, Source::Github),
+            tasks,
         )),
-        _ => None,
+        None => None,
     };
-    let r2 = match (targets.contains(&Source::R2), &config.sources.r2, &r2_plan) {
-        (true, Some(source), Some(plan)) => Some((
+    let r2 = match (tasks_of(Source::R2), &config.sources.r2) {
+        (Some(tasks), Some(source)) => Some((
             R2::from_env(source).map_err(|e| setup_failure(Source::R2, e))?,
-            plan,
+            uploads_for(config, release, Source::R2),
+            tasks,
         )),
         _ => None,
     };
 
     let progress = Progress::new(style);
     let github_run = async {
-        let (github, (uploads, tasks)) = github.as_ref()?;
+        let (github, uploads, tasks) = github.as_ref()?;
         let bar = progress.target("github", bytes_moved(tasks, uploads));
         let started = Instant::now();
-        let (ran, commit) = github.publish(&release, uploads, tasks, &bar).await;
+        let (ran, commit) = github.publish(release, uploads, tasks, &bar).await;
         Some(report(Source::Github, started, ran, commit, &bar))
     };
     let r2_run = async {
-        let (r2, (uploads, tasks)) = r2.as_ref()?;
+        let (r2, uploads, tasks) = r2.as_ref()?;
         let bar = progress.target("r2", bytes_moved(tasks, uploads));
         let started = Instant::now();
         let ran = r2.publish(&release.manifest, uploads, tasks, &bar).await;
@@ -257,16 +339,7 @@ pub async fn run(
         .flat_map(|r| verify::probes(config, commit.as_deref(), Some(r.target)))
         .collect();
     let verification = if options.verify && !probes.is_empty() {
-        Some(
-            verify::verify(
-                &probes,
-                &trusted,
-                Some(&release),
-                options.deadline,
-                &progress,
-            )
-            .await?,
-        )
+        Some(verify::verify(&probes, trusted, Some(release), options.deadline, &progress).await?)
     } else {
         None
     };
@@ -281,7 +354,7 @@ pub async fn run(
         _ => Verdict::Partial,
     };
     Ok(PublishReport {
-        version,
+        version: plan.tag.clone(),
         verdict,
         targets: reports,
         probes,

@@ -4,7 +4,7 @@
 //! The commit carries the image and `version.json` together, so the raw URLs of a commit
 //! never show a manifest without its image.
 
-mod git;
+pub(crate) mod git;
 
 use std::path::PathBuf;
 
@@ -119,6 +119,17 @@ impl Github {
         let mut commit = None;
         let mut remote_refs: Option<Vec<(String, git2::Oid)>> = None;
         while let Some(task) = record.next().cloned() {
+            let git_task = matches!(
+                task,
+                Task::Commit { .. }
+                    | Task::PushBranch { .. }
+                    | Task::Tag { .. }
+                    | Task::PushTag { .. }
+            );
+            if !git_task {
+                // The API's tasks follow the git ones.
+                break;
+            }
             let what = task.to_string();
             progress.step(&what);
             match &task {
@@ -133,9 +144,20 @@ impl Github {
                     commit = Some(oid);
                     record.finish(outcome, Some(git::short(oid)));
                 }
-                Task::PushBranch { branch, .. } => {
-                    let commit =
-                        commit.ok_or_else(|| fail(record, &what, "no release commit", None))?;
+                Task::PushBranch { branch, tag, .. } => {
+                    // Made here, or before the target ran (`release`): then the tag has it.
+                    let tagged = || {
+                        repo.revparse_single(&format!("refs/tags/{tag}"))
+                            .and_then(|o| o.peel_to_commit())
+                            .map(|c| c.id())
+                            .ok()
+                    };
+                    let Some(release_commit) = commit.or_else(tagged) else {
+                        let why = format!("no commit is tagged {tag}");
+                        return Err(fail(record, &what, &why, None));
+                    };
+                    commit = Some(release_commit);
+                    let commit = release_commit;
                     let refs = remote
                         .refs()
                         .map_err(|e| fail(record, &what, &e.message, e.hint))?;
@@ -178,7 +200,6 @@ impl Github {
                         };
                     record.finish(outcome, None);
                 }
-                // The API's tasks follow the git ones.
                 _ => break,
             }
         }
@@ -396,6 +417,7 @@ pub fn tasks(source: &GithubSource, dir: &str, tag: &str, files: &[FileSpec]) ->
         Task::PushBranch {
             branch,
             remote: remote.clone(),
+            tag: tag.to_owned(),
         },
         Task::Tag {
             tag: tag.to_owned(),

@@ -1,0 +1,935 @@
+//! `clockrel release vX.Y.Z`: from a clean tree to a verified release, as one plan.
+//!
+//! Preflight checks, the version bump, the build, check and stage, the release commit
+//! and tag, then every source in parallel and the public URLs verified: the same code
+//! as `check`, `stage` and `publish`, walked as one list of [`Task`]s. `--dry-run`
+//! prints the list; a run walks it. A re-run after a failure finds what is done from
+//! the repository, `ota_files/` and the sources, never from a journal of its own, so it
+//! never bumps twice, never builds a second image of a staged version, and never makes
+//! a second commit or tag.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use git2::Repository;
+use ota_core::Version;
+use ota_core::engine::Source;
+use serde::Serialize;
+
+use crate::check::CheckOptions;
+use crate::config::Config;
+use crate::exit::{Exit, Failure};
+use crate::keys;
+use crate::ota_files::{OtaFiles, StagedRelease};
+use crate::plan::{self, Outcome, Preflight, Record, Step, Task};
+use crate::progress::{Progress, Style};
+use crate::publish::{self, Commits, PublishOptions, PublishPlan, PublishReport};
+use crate::stage::{self, StageOptions};
+use crate::targets::github::{Github, git};
+use crate::targets::r2::R2;
+use crate::version_file::VersionFile;
+
+/// The cargo target of a Rust firmware for the ESP32-S3.
+pub const DEFAULT_TARGET: &str = "xtensa-esp32s3-espidf";
+/// The rustup toolchain `espup` installs.
+pub const DEFAULT_TOOLCHAIN: &str = "esp";
+
+/// A firmware already built, given on the command line or made by the build command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    Image(PathBuf),
+    Elf(PathBuf),
+}
+
+impl Artifact {
+    fn describe(&self) -> String {
+        match self {
+            Artifact::Image(path) => format!("the image {}", path.display()),
+            Artifact::Elf(path) => format!("the ELF {}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    pub version: Version,
+    /// `--image` or `--elf`: no build.
+    pub artifact: Option<Artifact>,
+    pub only: Option<Source>,
+    pub dry_run: bool,
+    pub verify: bool,
+    pub deadline: Duration,
+    pub key: Option<PathBuf>,
+    pub notes: Option<String>,
+}
+
+/// How the firmware gets built.
+#[derive(Debug, Clone)]
+enum Build {
+    /// Already built: `--image` or `--elf`.
+    Given(Artifact),
+    /// `[firmware] build`, then the `elf` or `image` it makes.
+    Command { command: String, artifact: Artifact },
+    /// cargo, for a Rust firmware package.
+    Cargo {
+        package: String,
+        target: String,
+        toolchain: String,
+        cargo_config: Option<PathBuf>,
+    },
+}
+
+impl Build {
+    fn from_config(options: &ReleaseOptions, config: &Config) -> Result<Build, Failure> {
+        if let Some(artifact) = &options.artifact {
+            return Ok(Build::Given(artifact.clone()));
+        }
+        let firmware = &config.firmware;
+        if let Some(command) = &firmware.build {
+            let artifact = match (&firmware.elf, &firmware.image) {
+                (Some(elf), None) => Artifact::Elf(elf.clone()),
+                (None, Some(image)) => Artifact::Image(image.clone()),
+                _ => {
+                    return Err(Failure::new(
+                        Exit::Usage,
+                        anyhow::anyhow!("[firmware] build is set, but not exactly one of elf and image"),
+                    )
+                    .hint("say what the build command makes: elf = \"build/app.elf\" or image = \"build/app.bin\""));
+                }
+            };
+            return Ok(Build::Command {
+                command: command.clone(),
+                artifact,
+            });
+        }
+        let package = firmware.package.clone().ok_or_else(|| {
+            Failure::new(Exit::Usage, anyhow::anyhow!("nothing says how to build the firmware"))
+                .hint("set [firmware] package (a Rust firmware) or build (any other), or give --image FILE or --elf FILE")
+        })?;
+        Ok(Build::Cargo {
+            package,
+            target: firmware
+                .target
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TARGET.to_owned()),
+            toolchain: firmware
+                .toolchain
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TOOLCHAIN.to_owned()),
+            cargo_config: firmware.cargo_config.clone(),
+        })
+    }
+
+    /// The command line, as the plan shows it.
+    fn describe(&self) -> String {
+        match self {
+            Build::Given(artifact) => format!("none, {} is given", artifact.describe()),
+            Build::Command { command, .. } => format!("sh -c {command:?}"),
+            Build::Cargo {
+                package,
+                target,
+                toolchain,
+                cargo_config,
+            } => {
+                let config = cargo_config
+                    .as_ref()
+                    .map(|c| format!(" --config {}", c.display()))
+                    .unwrap_or_default();
+                format!("cargo +{toolchain} build --release -p {package} --target {target}{config}")
+            }
+        }
+    }
+
+    /// What the stage step reads: the artifact, or "the ELF cargo builds".
+    fn output(&self) -> String {
+        match self {
+            Build::Given(artifact) | Build::Command { artifact, .. } => artifact.describe(),
+            Build::Cargo { package, .. } => format!("the ELF cargo builds for {package}"),
+        }
+    }
+}
+
+/// A whole release: the steps on this machine, then the publish.
+#[derive(Debug, Clone)]
+pub struct ReleasePlan {
+    pub version: Version,
+    pub local: Vec<Task>,
+    pub publish: PublishPlan,
+    build: Build,
+    version_file: Option<VersionFile>,
+    branch: Option<String>,
+}
+
+/// How a release ended, as a whole; `--json` gives it as one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseVerdict {
+    /// `--dry-run`: nothing was touched.
+    Planned,
+    /// A preflight check failed: nothing was done.
+    Refused,
+    /// A step on this machine failed (the build, the stage, the commit): nothing is
+    /// published; run again once it is fixed.
+    Stopped,
+    /// It reached the sources; the publish's verdict says how far.
+    Published(publish::Verdict),
+}
+
+impl ReleaseVerdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReleaseVerdict::Planned => "planned",
+            ReleaseVerdict::Refused => "refused",
+            ReleaseVerdict::Stopped => "stopped",
+            ReleaseVerdict::Published(verdict) => verdict.name(),
+        }
+    }
+}
+
+impl Serialize for ReleaseVerdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseReport {
+    pub version: String,
+    pub verdict: ReleaseVerdict,
+    /// The steps on this machine.
+    pub steps: Vec<Step>,
+    /// The sources' steps and the verification.
+    pub publish: Option<PublishReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl ReleaseReport {
+    pub fn exit(&self) -> Exit {
+        match self.verdict {
+            ReleaseVerdict::Planned => Exit::Success,
+            ReleaseVerdict::Refused => Exit::CheckFailed,
+            ReleaseVerdict::Stopped => Exit::Error,
+            ReleaseVerdict::Published(verdict) => verdict.exit(),
+        }
+    }
+}
+
+/// The plan of releasing `options.version`, from the config and the options alone.
+pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Failure> {
+    let version = options.version.clone();
+    let tag = version.tag();
+    let build = Build::from_config(options, config)?;
+    let version_file = match (&config.firmware.version_file, &config.firmware.package) {
+        (Some(path), _) => Some(VersionFile::at(path, &config.root)),
+        (None, Some(package)) => Some(
+            VersionFile::find_package(package, &config.root)
+                .map_err(|e| Failure::new(Exit::Usage, e).hint("set [firmware] version_file"))?,
+        ),
+        (None, None) => None,
+    };
+    let publish = publish::plan(config, &version, options.only, Commits::Already)?;
+    let branch = config.sources.github.as_ref().map(|g| g.branch.clone());
+
+    let mut local = vec![Task::Preflight {
+        check: Preflight::CleanTree,
+    }];
+    if let Some(branch) = &branch {
+        local.push(Task::Preflight {
+            check: Preflight::OnBranch {
+                branch: branch.clone(),
+            },
+        });
+    }
+    local.push(Task::Preflight {
+        check: Preflight::NewVersion {
+            version: version.to_string(),
+        },
+    });
+    local.push(Task::Preflight {
+        check: Preflight::TagFree { tag: tag.clone() },
+    });
+    for (source, _) in &publish.targets {
+        local.push(Task::Preflight {
+            check: Preflight::Credentials {
+                source: source.name().to_owned(),
+            },
+        });
+    }
+    local.push(Task::Preflight {
+        check: Preflight::SigningKey,
+    });
+    if let Build::Cargo { toolchain, .. } = &build {
+        local.push(Task::Preflight {
+            check: Preflight::Toolchain {
+                toolchain: toolchain.clone(),
+            },
+        });
+    }
+    let mut committed: Vec<String> = Vec::new();
+    if let Some(file) = &version_file {
+        local.push(Task::SetVersion {
+            file: in_repo(config, file.path()),
+            version: version.to_string(),
+        });
+        committed.extend(file.paths().iter().map(|p| in_repo(config, p)));
+    }
+    if !matches!(build, Build::Given(_)) {
+        local.push(Task::Build {
+            how: build.describe(),
+        });
+    }
+    local.push(Task::Stage {
+        version: tag.clone(),
+        from: build.output(),
+    });
+    committed.push(format!("{}/", config.ota_files_in_repo()));
+    local.push(Task::ReleaseCommit {
+        branch: branch
+            .clone()
+            .unwrap_or_else(|| "the current branch".to_owned()),
+        paths: committed,
+        tag: tag.clone(),
+    });
+    local.push(Task::Tag { tag });
+    Ok(ReleasePlan {
+        version,
+        local,
+        publish,
+        build,
+        version_file,
+        branch,
+    })
+}
+
+impl ReleasePlan {
+    pub fn planned(&self) -> ReleaseReport {
+        ReleaseReport {
+            version: self.version.tag(),
+            verdict: ReleaseVerdict::Planned,
+            steps: plan::planned(&self.local),
+            publish: Some(self.publish.planned()),
+            hint: None,
+        }
+    }
+}
+
+/// Plans, then (unless `--dry-run`) walks the plan.
+pub async fn run(
+    options: &ReleaseOptions,
+    config: &Config,
+    style: Style,
+) -> Result<ReleaseReport, Failure> {
+    let plan = plan(options, config)?;
+    if options.dry_run {
+        return Ok(plan.planned());
+    }
+    let progress = Progress::new(style);
+    let mut local = Local::open(&plan, options, config)?;
+    let mut record = Record::new(&plan.local);
+    let mut hint = None;
+    let mut artifact = None;
+    let mut release_commit = None;
+    while let Some(task) = record.next().cloned() {
+        progress.note(&task.to_string());
+        let done = match &task {
+            Task::Preflight { check } => {
+                let verdict = local.preflight(check).map(|()| Outcome::Checked);
+                // Every preflight check runs, so one run names every problem.
+                if let Err((why, more)) = verdict {
+                    hint = hint.or(more);
+                    record.finish(Outcome::Failed(why), None);
+                    continue;
+                }
+                verdict
+            }
+            _ if record.failed() => {
+                record.skip_rest();
+                break;
+            }
+            Task::SetVersion { .. } => local.set_version(),
+            Task::Build { .. } => local.build(&progress).map(|(outcome, made)| {
+                artifact = made;
+                outcome
+            }),
+            Task::Stage { .. } => local.stage(artifact.take()),
+            Task::ReleaseCommit { .. } => local.commit().map(|(outcome, oid)| {
+                release_commit = Some(oid);
+                outcome
+            }),
+            Task::Tag { .. } => local.tag(release_commit),
+            other => Err((format!("not a step of a release: {other:?}"), None)),
+        };
+        match done {
+            Ok(outcome) => record.finish(outcome, None),
+            Err((why, more)) => {
+                hint = more;
+                record.fail(why);
+            }
+        }
+    }
+    let steps = record.steps();
+    let failed = |s: &&Step| matches!(s.outcome, Outcome::Failed(_));
+    if let Some(first) = steps.iter().find(failed) {
+        let refused = matches!(first.task, Task::Preflight { .. });
+        let verdict = if refused || local.stage_refused {
+            ReleaseVerdict::Refused
+        } else {
+            ReleaseVerdict::Stopped
+        };
+        return Ok(ReleaseReport {
+            version: plan.version.tag(),
+            verdict,
+            steps,
+            publish: None,
+            hint,
+        });
+    }
+
+    let (release, trusted) = publish::load_release(config)?;
+    let publish_options = PublishOptions {
+        only: options.only,
+        dry_run: false,
+        verify: options.verify,
+        deadline: options.deadline,
+    };
+    let report = publish::execute(
+        &plan.publish,
+        &release,
+        &trusted,
+        &publish_options,
+        config,
+        style,
+    )
+    .await?;
+    Ok(ReleaseReport {
+        version: plan.version.tag(),
+        verdict: ReleaseVerdict::Published(report.verdict),
+        steps,
+        publish: Some(report),
+        hint: None,
+    })
+}
+
+/// A failed step: one line, and what to do when it is known.
+type Failed = (String, Option<String>);
+
+/// The release's work on this machine.
+struct Local<'a> {
+    plan: &'a ReleasePlan,
+    options: &'a ReleaseOptions,
+    config: &'a Config,
+    repo: Repository,
+    files: OtaFiles,
+    /// The stage's rules refused the image: a failed check, not a broken machine.
+    stage_refused: bool,
+}
+
+impl<'a> Local<'a> {
+    fn open(
+        plan: &'a ReleasePlan,
+        options: &'a ReleaseOptions,
+        config: &'a Config,
+    ) -> Result<Local<'a>, Failure> {
+        let repo = Repository::discover(&config.root).map_err(|e| {
+            Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!(
+                    "{} is not in a git repository: {}",
+                    config.root.display(),
+                    e.message()
+                ),
+            )
+            .hint("a release is a commit and a tag: run it in the firmware's repository")
+        })?;
+        Ok(Local {
+            plan,
+            options,
+            config,
+            repo,
+            files: OtaFiles::new(config.ota_files(), config.release_name()),
+            stage_refused: false,
+        })
+    }
+
+    /// The staged release, when `ota_files/` holds this version and it verifies.
+    fn staged_release(&self) -> Option<StagedRelease> {
+        let trusted = publish::trusted_keys(self.config).ok()?;
+        self.files
+            .load_release(&trusted)
+            .ok()
+            .filter(|r| *r.version() == self.plan.version)
+    }
+
+    fn preflight(&self, check: &Preflight) -> Result<(), Failed> {
+        match check {
+            Preflight::CleanTree => self.clean_tree(),
+            Preflight::OnBranch { branch } => {
+                let head = self
+                    .repo
+                    .head()
+                    .map_err(|e| (e.message().to_owned(), None))?;
+                match head.shorthand().ok().filter(|_| head.is_branch()) {
+                    Some(on) if on == branch => Ok(()),
+                    on => Err((
+                        format!(
+                            "HEAD is on {}, but releases go on {branch}",
+                            on.unwrap_or("a detached HEAD")
+                        ),
+                        Some(format!("git switch {branch}")),
+                    )),
+                }
+            }
+            Preflight::NewVersion { .. } => self.new_version(),
+            Preflight::TagFree { tag } => self.tag_free(tag),
+            Preflight::Credentials { source } => {
+                let missing = match Source::parse(source) {
+                    Some(Source::Github) => Github::from_env(self.config).err(),
+                    Some(Source::R2) => self
+                        .config
+                        .sources
+                        .r2
+                        .as_ref()
+                        .and_then(|r2| R2::from_env(r2).err()),
+                    None => None,
+                };
+                match missing {
+                    None => Ok(()),
+                    Some(e) => Err((
+                        e.message.clone(),
+                        Some(e.hint.clone().map_or_else(
+                            || "or leave the source out with --only".to_owned(),
+                            |h| format!("{h}; or leave the source out with --only"),
+                        )),
+                    )),
+                }
+            }
+            Preflight::SigningKey => {
+                let (key, _) = keys::load_secret(self.options.key.as_deref()).map_err(|e| {
+                    (
+                        e.to_string(),
+                        Some("make one with `clockrel keygen`, or give --key FILE".to_owned()),
+                    )
+                })?;
+                let path = self.config.signing.trusted_keys.as_ref().ok_or_else(|| {
+                    (
+                        "signing.trusted_keys is not set in clockrel.toml".to_owned(),
+                        None,
+                    )
+                })?;
+                let trusted = keys::load_trusted(path).map_err(|e| (e.to_string(), None))?;
+                if trusted.contains(&key.public()) {
+                    Ok(())
+                } else {
+                    Err((
+                        format!("key {} is not in {}: devices would refuse this release", key.public().id(), path.display()),
+                        Some("add the key's public line (from `clockrel keygen`) and ship a firmware that trusts it first".to_owned()),
+                    ))
+                }
+            }
+            Preflight::Toolchain { toolchain } => {
+                let listed = Command::new("rustup")
+                    .args(["toolchain", "list"])
+                    .output()
+                    .ok()
+                    .filter(|out| out.status.success())
+                    .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+                let installed = listed.as_deref().is_some_and(|text| {
+                    text.lines()
+                        .any(|line| line.split_whitespace().next() == Some(toolchain.as_str()))
+                });
+                if installed {
+                    Ok(())
+                } else {
+                    Err((
+                        format!("the `{toolchain}` Rust toolchain is not installed, so the firmware cannot be built here"),
+                        Some("install it with `cargo install espup && espup install`, or build elsewhere and give --elf FILE or --image FILE".to_owned()),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Paths the release itself writes, as git names them: changes there are its own.
+    fn own_paths(&self) -> Vec<String> {
+        let mut own: Vec<String> = self
+            .plan
+            .version_file
+            .iter()
+            .flat_map(|f| f.paths())
+            .map(|p| in_repo(self.config, p))
+            .collect();
+        own.push(format!("{}/", self.config.ota_files_in_repo()));
+        own
+    }
+
+    fn clean_tree(&self) -> Result<(), Failed> {
+        let mut options = git2::StatusOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .exclude_submodules(true);
+        let statuses = self
+            .repo
+            .statuses(Some(&mut options))
+            .map_err(|e| (e.message().to_owned(), None))?;
+        let own = self.own_paths();
+        let prefix = self.config_dir_in_repo();
+        let dirty: Vec<String> = statuses
+            .iter()
+            .filter(|e| !e.status().is_ignored())
+            .filter_map(|e| e.path().ok().map(str::to_owned))
+            .filter(|path| {
+                let path = path.strip_prefix(&prefix).unwrap_or(path);
+                !own.iter()
+                    .any(|o| path == o || (o.ends_with('/') && path.starts_with(o.as_str())))
+            })
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = dirty.iter().take(5).map(String::as_str).collect();
+        let more = dirty.len().saturating_sub(shown.len());
+        Err((
+            format!(
+                "the working tree has changes a release would not commit: {}{}",
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ),
+            Some("commit or stash them first: a release commits only the version bump and ota_files/".to_owned()),
+        ))
+    }
+
+    /// The config's directory relative to the work tree, `""` or `fw/`.
+    fn config_dir_in_repo(&self) -> String {
+        let workdir = self.repo.workdir().and_then(|w| w.canonicalize().ok());
+        let root = self.config.root.canonicalize().ok();
+        match (workdir, root) {
+            (Some(workdir), Some(root)) => root
+                .strip_prefix(&workdir)
+                .ok()
+                .map(|rel| {
+                    let rel = rel.to_string_lossy().replace('\\', "/");
+                    if rel.is_empty() {
+                        rel
+                    } else {
+                        format!("{rel}/")
+                    }
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    fn new_version(&self) -> Result<(), Failed> {
+        let version = &self.plan.version;
+        if version.to_string().contains('+') {
+            return Err((
+                format!("{version} carries build metadata (+...), which no release version may"),
+                Some(
+                    "release 2.9.0 or 2.9.0-rc.1: build metadata does not order versions"
+                        .to_owned(),
+                ),
+            ));
+        }
+        let staged = self
+            .files
+            .current()
+            .map_err(|e| (e.to_string(), None))?
+            .map(|m| m.version);
+        // A re-run finishing this very release.
+        if staged.as_ref() == Some(version) {
+            return Ok(());
+        }
+        let tags = self
+            .repo
+            .tag_names(Some("v*"))
+            .map_err(|e| (e.message().to_owned(), None))?;
+        let last_tag = tags
+            .iter()
+            .flatten()
+            .filter_map(|t| t?.parse::<Version>().ok())
+            .max_by(|a, b| a.precedence(b));
+        for (what, other) in [("the last tag", last_tag), ("the staged release", staged)] {
+            if let Some(other) = other
+                && version.precedence(&other).is_le()
+            {
+                return Err((
+                    format!("{} is not above {what}, {}", version.tag(), other.tag()),
+                    Some("release a higher version; devices never go back".to_owned()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn tag_free(&self, tag: &str) -> Result<(), Failed> {
+        let Ok(tagged) = self.repo.revparse_single(&format!("refs/tags/{tag}")) else {
+            return Ok(());
+        };
+        let at = tagged
+            .peel_to_commit()
+            .map_err(|e| (e.message().to_owned(), None))?;
+        // The tag of this release, made by an earlier run: its commit holds what is staged.
+        let manifest = format!(
+            "{}{}/version.json",
+            self.config_dir_in_repo(),
+            self.config.ota_files_in_repo()
+        );
+        let tagged_manifest = at
+            .tree()
+            .ok()
+            .and_then(|tree| tree.get_path(Path::new(&manifest)).ok())
+            .and_then(|entry| self.repo.find_blob(entry.id()).ok())
+            .map(|blob| blob.content().to_owned());
+        let staged = std::fs::read(self.files.manifest_path()).ok();
+        if tagged_manifest.is_some() && tagged_manifest == staged {
+            return Ok(());
+        }
+        Err((
+            format!(
+                "tag {tag} already exists at {}, which is not this release",
+                git::short(at.id())
+            ),
+            Some("a version is released once: release the next version".to_owned()),
+        ))
+    }
+
+    fn set_version(&self) -> Result<Outcome, Failed> {
+        match &self.plan.version_file {
+            Some(file) => file
+                .write(&self.plan.version)
+                .map_err(|e| (e.to_string(), None)),
+            None => Ok(Outcome::AlreadyThere),
+        }
+    }
+
+    /// Builds, unless this version is staged already; returns what the stage reads.
+    fn build(&self, progress: &Progress) -> Result<(Outcome, Option<Artifact>), Failed> {
+        if self.staged_release().is_some() {
+            return Ok((Outcome::AlreadyThere, None));
+        }
+        match &self.plan.build {
+            Build::Given(artifact) => Ok((Outcome::AlreadyThere, Some(artifact.clone()))),
+            Build::Command { command, artifact } => {
+                let status = Command::new("sh")
+                    .args(["-c", command])
+                    .current_dir(&self.config.root)
+                    .env("CLOCKREL_VERSION", self.plan.version.to_string())
+                    // stdout carries the report (and --json): the build speaks on stderr.
+                    .stdout(Stdio::from(std::io::stderr()))
+                    .status()
+                    .map_err(|e| (format!("cannot run sh: {e}"), None))?;
+                if !status.success() {
+                    return Err((format!("the build command failed ({status})"), None));
+                }
+                Ok((Outcome::Done, Some(artifact.clone())))
+            }
+            Build::Cargo {
+                package,
+                target,
+                toolchain,
+                cargo_config,
+            } => cargo_build(
+                &self.config.root,
+                package,
+                target,
+                toolchain,
+                cargo_config.as_deref(),
+                progress,
+            )
+            .map(|elf| (Outcome::Done, Some(Artifact::Elf(elf)))),
+        }
+    }
+
+    fn stage(&mut self, artifact: Option<Artifact>) -> Result<Outcome, Failed> {
+        let Some(artifact) = artifact else {
+            return match self.staged_release() {
+                Some(_) => Ok(Outcome::AlreadyThere),
+                None => Err(("nothing was built to stage".to_owned(), None)),
+            };
+        };
+        let (image, elf) = match artifact {
+            Artifact::Image(path) => (Some(path), None),
+            Artifact::Elf(path) => (None, Some(path)),
+        };
+        let options = StageOptions {
+            version: self.plan.version.clone(),
+            check: CheckOptions {
+                image,
+                elf,
+                partitions: None,
+                flash_size: None,
+                chip: None,
+                headroom: None,
+            },
+            key: self.options.key.clone(),
+            notes: self.options.notes.clone(),
+        };
+        let report = stage::run(&options, self.config).map_err(|f| (f.to_string(), None))?;
+        if report.ok {
+            return Ok(Outcome::Done);
+        }
+        self.stage_refused = true;
+        let failed: Vec<String> = report
+            .failed()
+            .map(|f| format!("{}: {}", f.rule, f.detail))
+            .collect();
+        Err((
+            format!("the release gate refused the image: {}", failed.join("; ")),
+            Some("`clockrel check` shows the whole report".to_owned()),
+        ))
+    }
+
+    /// The version bump and `ota_files/` in one commit on the branch.
+    fn commit(&self) -> Result<(Outcome, git2::Oid), Failed> {
+        let release = self
+            .staged_release()
+            .ok_or_else(|| ("the staged release does not verify".to_owned(), None))?;
+        let prefix = self.config_dir_in_repo();
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for path in self.plan.version_file.iter().flat_map(|f| f.paths()) {
+            let bytes = std::fs::read(path)
+                .map_err(|e| (format!("cannot read {}: {e}", path.display()), None))?;
+            files.push((format!("{prefix}{}", in_repo(self.config, path)), bytes));
+        }
+        // GitHub's copy when GitHub serves the release: the commit is what its raw URLs serve.
+        let source = if self.config.sources.github.is_some() {
+            Source::Github
+        } else {
+            Source::R2
+        };
+        let dir = self.config.ota_files_in_repo();
+        for upload in publish::uploads_for(self.config, &release, source) {
+            files.push((
+                format!("{prefix}{dir}/{}", upload.name()),
+                upload.bytes.to_vec(),
+            ));
+        }
+        let branch = match &self.plan.branch {
+            Some(branch) => branch.clone(),
+            None => self
+                .repo
+                .head()
+                .ok()
+                .and_then(|h| h.shorthand().ok().map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        let tag = self.plan.version.tag();
+        let files: Vec<(String, &[u8])> = files
+            .iter()
+            .map(|(p, b)| (p.clone(), b.as_slice()))
+            .collect();
+        git::release_commit(&self.repo, &branch, &tag, &files, &format!("Release {tag}"))
+            .map(|(oid, outcome)| (outcome, oid))
+            .map_err(|e| (e, None))
+    }
+
+    fn tag(&self, commit: Option<git2::Oid>) -> Result<Outcome, Failed> {
+        let commit = commit.ok_or_else(|| ("no release commit to tag".to_owned(), None))?;
+        let title = self.files.current().ok().flatten().and_then(|m| m.title);
+        let tag = self.plan.version.tag();
+        git::ensure_tag(&self.repo, &tag, commit, title.as_deref().unwrap_or(&tag))
+            .map_err(|e| (e, None))
+    }
+}
+
+/// A path as the config's repository names it: relative to the config, `/`-separated.
+fn in_repo(config: &Config, path: &Path) -> String {
+    path.strip_prefix(&config.root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// `cargo build` of the firmware, reading cargo's JSON messages for progress and for
+/// the path of the ELF it made.
+fn cargo_build(
+    root: &Path,
+    package: &str,
+    target: &str,
+    toolchain: &str,
+    cargo_config: Option<&Path>,
+    progress: &Progress,
+) -> Result<PathBuf, Failed> {
+    use std::io::BufRead as _;
+    let mut command = Command::new("cargo");
+    command
+        .arg(format!("+{toolchain}"))
+        .args(["build", "--release", "-p", package, "--target", target])
+        .args(["--message-format", "json-render-diagnostics"])
+        .current_dir(root)
+        .stdout(Stdio::piped());
+    if let Some(config) = cargo_config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| (format!("cannot run cargo: {e}"), None))?;
+    let mut elf = None;
+    let mut compiled = 0u32;
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            compiled += 1;
+            if compiled.is_multiple_of(25) {
+                progress.note(&format!("build: {compiled} crates compiled"));
+            }
+            if message["target"]["name"] == package
+                && let Some(path) = message["executable"].as_str()
+            {
+                elf = Some(PathBuf::from(path));
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| (format!("cargo: {e}"), None))?;
+    if !status.success() {
+        return Err((format!("cargo build failed ({status})"), None));
+    }
+    elf.ok_or_else(|| (format!("cargo built no executable named {package}"), None))
+}
+
+/// The report as people read it.
+pub fn render(report: &ReleaseReport) -> String {
+    let mut out = String::new();
+    let verb = if report.verdict == ReleaseVerdict::Planned {
+        "plan for releasing"
+    } else {
+        "release"
+    };
+    let _ = writeln!(out, "{verb} {}", report.version);
+    for step in &report.steps {
+        let _ = writeln!(out, "  {:<14} {}", step.outcome.label(), step.what);
+        if let Outcome::Failed(why) = &step.outcome {
+            let _ = writeln!(out, "  {:<14} {why}", "");
+        }
+    }
+    if let Some(hint) = &report.hint {
+        let _ = writeln!(out, "  hint: {hint}");
+    }
+    match (&report.publish, report.verdict) {
+        (Some(publish), _) => out.push_str(&publish::render(publish)),
+        (None, ReleaseVerdict::Refused) => {
+            let _ = writeln!(
+                out,
+                "NOT released: a check failed (above); run the same command again once it is fixed"
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "NOT released: nothing is published; fix the step above and run the same command again"
+            );
+        }
+    }
+    out
+}

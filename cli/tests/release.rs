@@ -1,0 +1,284 @@
+//! `clockrel release` against the same real local peers as `publish` (git's
+//! http-backend with the raw host, the S3 server, the recorded GitHub API), from a
+//! firmware repository whose build command stands in for cargo: it copies an ELF the
+//! test kit made for the version it is given in CLOCKREL_VERSION.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::process::Output;
+
+use common::world::{World, outcomes, target};
+use common::{stderr, stdout};
+use testkit::FirmwareElf;
+
+/// A world whose repository is ready for `release`: a firmware Cargo.toml at 0.1.0, a
+/// build command, ELFs for `versions`, and everything committed but the secrets.
+fn world(versions: &[&str]) -> World {
+    let world = World::new();
+    let root = world.repo.root().to_owned();
+    std::fs::write(
+        root.join("firmware/Cargo.toml"),
+        "[package]\nname = \"wordclock\"\nversion = \"0.1.0\" # set by clockrel release\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("elfs")).unwrap();
+    for version in versions {
+        std::fs::write(
+            root.join(format!("elfs/wordclock-{version}.elf")),
+            FirmwareElf::new(version).build(),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join(".gitignore"), "secrets/\nelfs/\nbuild/\n").unwrap();
+    let config = std::fs::read_to_string(root.join("clockrel.toml")).unwrap();
+    std::fs::write(
+        root.join("clockrel.toml"),
+        config.replace(
+            "[firmware]\n",
+            "[firmware]\nversion_file = \"firmware/Cargo.toml\"\nbuild = \"test ! -e build/broken && mkdir -p build && cp elfs/wordclock-$CLOCKREL_VERSION.elf build/wordclock.elf\"\nelf = \"build/wordclock.elf\"\n",
+        ),
+    )
+    .unwrap();
+    world.run_git(&["add", "-A"]);
+    world.run_git(&["commit", "-q", "-m", "firmware"]);
+    world
+}
+
+fn release(world: &World, args: &[&str]) -> (Output, serde_json::Value) {
+    let mut all = vec!["--json", "release"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--key", "secrets/release.key"]);
+    let out = world.run(&all, &[]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
+    (out, report)
+}
+
+fn git(world: &World, args: &[&str]) -> String {
+    stdout(&world.run_git(args)).trim().to_owned()
+}
+
+/// Every step of the report, local then per target, as (where, typed task).
+fn tasks(report: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let mut all: Vec<(String, serde_json::Value)> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| ("local".to_owned(), s["task"].clone()))
+        .collect();
+    for t in report["publish"]["targets"].as_array().unwrap() {
+        let name = t["target"].as_str().unwrap().to_owned();
+        all.extend(
+            t["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (name.clone(), s["task"].clone())),
+        );
+    }
+    all
+}
+
+fn local_outcomes(report: &serde_json::Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What a release leaves behind, to compare a re-run's against.
+fn footprint(world: &World) -> (String, String, usize, String) {
+    (
+        git(world, &["rev-parse", "HEAD"]),
+        git(world, &["tag", "--list"]),
+        git(world, &["rev-list", "--count", "HEAD"])
+            .parse()
+            .unwrap(),
+        git(world, &["status", "--porcelain"]),
+    )
+}
+
+#[test]
+fn a_release_bumps_builds_stages_commits_tags_publishes_and_verifies() {
+    let world = world(&["1.0.0"]);
+    let before: usize = git(&world, &["rev-list", "--count", "HEAD"])
+        .parse()
+        .unwrap();
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert_eq!(report["verdict"], "published", "{report:#}");
+    assert_eq!(report["publish"]["verification"]["ok"], true);
+
+    // One release commit holding the bump and ota_files/, and its tag, on both ends.
+    let (head, tags, count, status) = footprint(&world);
+    assert_eq!(count, before + 1);
+    assert_eq!(tags, "v1.0.0");
+    assert_eq!(status, "", "the tree is clean after the release");
+    let changed = git(&world, &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(
+        changed.lines().collect::<Vec<_>>(),
+        [
+            "firmware/Cargo.toml",
+            "ota_files/version.json",
+            "ota_files/wordclock-v1.0.0.bin",
+            "ota_files/wordclock.bin"
+        ]
+    );
+    let cargo = std::fs::read_to_string(world.repo.root().join("firmware/Cargo.toml")).unwrap();
+    assert!(
+        cargo.contains("version = \"1.0.0\" # set by clockrel release"),
+        "{cargo}"
+    );
+    assert_eq!(world.git.head_of("refs/heads/main"), Some(head.clone()));
+    assert_eq!(world.git.tag_target("v1.0.0"), Some(head));
+    // Devices' URLs serve the signed bytes.
+    assert_eq!(
+        world.s3.object("wordclock-v1.0.0.bin").unwrap(),
+        world.staged("wordclock-v1.0.0.bin")
+    );
+    assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
+}
+
+#[test]
+fn a_dry_run_touches_nothing_and_lists_the_steps_the_run_records() {
+    let world = world(&["1.0.0"]);
+    let before = footprint(&world);
+    let cargo = std::fs::read(world.repo.root().join("firmware/Cargo.toml")).unwrap();
+    let (out, plan) = release(&world, &["v1.0.0", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(plan["verdict"], "planned");
+    assert_eq!(footprint(&world), before);
+    assert_eq!(
+        std::fs::read(world.repo.root().join("firmware/Cargo.toml")).unwrap(),
+        cargo
+    );
+    assert!(world.repo.ota_files().is_empty());
+    assert_eq!(world.git.tag_target("v1.0.0"), None);
+    assert!(world.s3.object("version.json").is_none());
+
+    let text = world.run(
+        &[
+            "release",
+            "v1.0.0",
+            "--dry-run",
+            "--key",
+            "secrets/release.key",
+        ],
+        &[],
+    );
+    for needle in [
+        "plan for releasing v1.0.0",
+        "would          preflight: no changes in the working tree but the release's",
+        "would          set version 1.0.0 in firmware/Cargo.toml",
+        "would          build: sh -c",
+        "would          check, sign and stage v1.0.0 from the ELF",
+        "would          commit firmware/Cargo.toml, ota_files/ on main for v1.0.0",
+        "would          tag v1.0.0 (annotated) at the release commit",
+        "would          push main to",
+        "would          put s3://wordclock-ota/version.json",
+    ] {
+        assert!(
+            stdout(&text).contains(needle),
+            "plan lacks `{needle}`:\n{}",
+            stdout(&text)
+        );
+    }
+
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(
+        tasks(&report),
+        tasks(&plan),
+        "the run walked the plan, step by step"
+    );
+}
+
+#[test]
+fn a_rerun_after_a_failure_at_each_step_finishes_once() {
+    let world = world(&["1.0.0", "1.1.0"]);
+    let (out, _) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The build fails: nothing is staged, committed or published.
+    let broken = world.repo.root().join("build/broken");
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(&broken, b"").unwrap();
+    let (out, report) = release(&world, &["v1.1.0"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["verdict"], "stopped");
+    assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
+    assert!(git(&world, &["tag", "--list"]) == "v1.0.0");
+    std::fs::remove_file(&broken).unwrap();
+
+    // R2 is down: GitHub gets the release, R2 not (partly published).
+    world.s3.stop();
+    let (out, report) = release(&world, &["v1.1.0", "--no-verify"]);
+    assert_eq!(out.status.code(), Some(5), "{report:#}");
+    let after_partial = footprint(&world);
+    world.s3.restart();
+
+    // The re-run: nothing bumped, built, committed or tagged again; R2 finished.
+    let (plan_out, plan) = release(&world, &["v1.1.0", "--dry-run"]);
+    assert_eq!(plan_out.status.code(), Some(0));
+    let (out, report) = release(&world, &["v1.1.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert_eq!(tasks(&report), tasks(&plan));
+    assert_eq!(footprint(&world), after_partial, "one commit, one tag");
+    let outcomes_here = local_outcomes(&report);
+    assert!(
+        outcomes_here
+            .iter()
+            .all(|o| o == "checked" || o == "already-there"),
+        "{outcomes_here:?}"
+    );
+    assert!(
+        outcomes(target(&report["publish"], "github"))
+            .iter()
+            .all(|o| o == "already-there")
+    );
+    assert_eq!(
+        outcomes(target(&report["publish"], "r2")),
+        ["checked", "done", "done", "done"]
+    );
+    let bumps = git(&world, &["log", "--format=%s", "--", "firmware/Cargo.toml"]);
+    assert_eq!(
+        bumps.lines().collect::<Vec<_>>(),
+        ["Release v1.1.0", "Release v1.0.0", "firmware"]
+    );
+    assert_eq!(world.api.upload_count("v1.1.0", "wordclock-v1.1.0.bin"), 1);
+}
+
+#[test]
+fn preflight_names_every_problem_and_changes_nothing() {
+    let world = world(&["1.0.0"]);
+    let (out, _) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(world.repo.root().join("README.md"), "edited\n").unwrap();
+    let before = footprint(&world);
+
+    let (out, report) = release(&world, &["v0.9.0"]);
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    assert_eq!(report["verdict"], "refused");
+    let failed: Vec<String> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["outcome"] == "failed")
+        .map(|s| s["why"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed[0].contains("README.md"), "{failed:?}");
+    assert!(
+        failed[1].contains("v0.9.0 is not above the last tag, v1.0.0"),
+        "{failed:?}"
+    );
+    assert!(
+        local_outcomes(&report).iter().any(|o| o == "not-reached"),
+        "the work steps did not run"
+    );
+    assert_eq!(footprint(&world), before);
+    assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
+}
