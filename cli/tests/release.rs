@@ -282,3 +282,110 @@ fn preflight_names_every_problem_and_changes_nothing() {
     assert_eq!(footprint(&world), before);
     assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
 }
+
+/// Where a failure is injected, and how it is put right before the re-run.
+enum Fault {
+    /// The build command fails.
+    Build,
+    /// The build makes an image whose app descriptor says another version: the stage
+    /// refuses it.
+    Stage,
+    /// R2 refuses every PUT for a while.
+    R2Put,
+    /// The GitHub API fails creating the Release.
+    GithubRelease,
+    /// An asset upload breaks off.
+    ReleaseAsset,
+    /// The raw host keeps serving the old branch tip past the verify deadline.
+    Verify,
+}
+
+#[test]
+fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump() {
+    for fault in [
+        Fault::Build,
+        Fault::Stage,
+        Fault::R2Put,
+        Fault::GithubRelease,
+        Fault::ReleaseAsset,
+        Fault::Verify,
+    ] {
+        let world = world(&["1.0.0"]);
+        let root = world.repo.root().to_owned();
+        let commits: usize = git(&world, &["rev-list", "--count", "HEAD"])
+            .parse()
+            .unwrap();
+        let elf = root.join("elfs/wordclock-1.0.0.elf");
+        let mut args = vec!["v1.0.0"];
+        let expected_exit = match fault {
+            Fault::Build => {
+                std::fs::create_dir_all(root.join("build")).unwrap();
+                std::fs::write(root.join("build/broken"), b"").unwrap();
+                1
+            }
+            Fault::Stage => {
+                std::fs::write(&elf, FirmwareElf::new("0.9.9").build()).unwrap();
+                3
+            }
+            Fault::R2Put => {
+                // The SDK tries each request four times: all four fail.
+                world.s3.fail_next_method("PUT", 4, 503);
+                5
+            }
+            Fault::GithubRelease => {
+                world.api.fail_next_method("POST", 1, 500);
+                5
+            }
+            Fault::ReleaseAsset => {
+                world.api.interrupt_next_upload();
+                5
+            }
+            Fault::Verify => {
+                world.git.set_branch_lag(std::time::Duration::from_secs(60));
+                args.extend(["--deadline", "1"]);
+                3
+            }
+        };
+        let (out, report) = release(&world, &args);
+        let which = report["verdict"].clone();
+        assert_eq!(
+            out.status.code(),
+            Some(expected_exit),
+            "{which}: {report:#}"
+        );
+
+        // Put right, and run the same command again.
+        let _ = std::fs::remove_file(root.join("build/broken"));
+        std::fs::write(&elf, FirmwareElf::new("1.0.0").build()).unwrap();
+        world.git.set_branch_lag(std::time::Duration::ZERO);
+        let (out, report) = release(&world, &["v1.0.0"]);
+        assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+
+        assert_eq!(
+            git(&world, &["rev-list", "--count", "HEAD"]),
+            (commits + 1).to_string(),
+            "one release commit"
+        );
+        assert_eq!(git(&world, &["tag", "--list"]), "v1.0.0");
+        let bumps = git(&world, &["log", "--format=%s", "--", "firmware/Cargo.toml"]);
+        assert_eq!(
+            bumps.lines().collect::<Vec<_>>(),
+            ["Release v1.0.0", "firmware"],
+            "the version was bumped once"
+        );
+        let image = world.staged("wordclock-v1.0.0.bin");
+        assert_eq!(world.s3.object("wordclock-v1.0.0.bin").unwrap(), image);
+        let assets = world.api.assets("v1.0.0");
+        assert!(
+            assets
+                .iter()
+                .any(|(name, bytes)| name == "wordclock-v1.0.0.bin" && *bytes == image),
+            "{:?}",
+            assets.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            world.api.upload_count("v1.0.0", "wordclock-v1.0.0.bin"),
+            1 + matches!(fault, Fault::ReleaseAsset) as usize
+        );
+    }
+}
