@@ -52,6 +52,9 @@ pub struct Firmware {
     /// A cargo config file passed with `--config` (the chip's, kept out of the
     /// workspace root so host builds stay host builds). Relative to the config.
     pub cargo_config: Option<PathBuf>,
+    /// Cargo features of the chip build, such as `["chip"]`.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

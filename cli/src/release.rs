@@ -78,6 +78,7 @@ enum Build {
         target: String,
         toolchain: String,
         cargo_config: Option<PathBuf>,
+        features: Vec<String>,
     },
 }
 
@@ -119,6 +120,7 @@ impl Build {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TOOLCHAIN.to_owned()),
             cargo_config: firmware.cargo_config.clone(),
+            features: firmware.features.clone(),
         })
     }
 
@@ -127,19 +129,34 @@ impl Build {
         match self {
             Build::Given(artifact) => format!("none, {} is given", artifact.describe()),
             Build::Command { command, .. } => format!("sh -c {command:?}"),
-            Build::Cargo {
-                package,
-                target,
-                toolchain,
-                cargo_config,
-            } => {
-                let config = cargo_config
-                    .as_ref()
-                    .map(|c| format!(" --config {}", c.display()))
-                    .unwrap_or_default();
-                format!("cargo +{toolchain} build --release -p {package} --target {target}{config}")
+            Build::Cargo { toolchain, .. } => {
+                format!("cargo +{toolchain} {}", self.cargo_args().join(" "))
             }
         }
+    }
+
+    /// cargo's arguments after the toolchain, for a Rust firmware.
+    fn cargo_args(&self) -> Vec<String> {
+        let Build::Cargo {
+            package,
+            target,
+            cargo_config,
+            features,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut args: Vec<String> = ["build", "--release", "-p", package, "--target", target]
+            .map(str::to_owned)
+            .to_vec();
+        if let Some(config) = cargo_config {
+            args.extend(["--config".to_owned(), config.display().to_string()]);
+        }
+        if !features.is_empty() {
+            args.extend(["--features".to_owned(), features.join(",")]);
+        }
+        args
     }
 
     /// What the stage step reads: the artifact, or "the ELF cargo builds".
@@ -713,10 +730,11 @@ impl<'a> Local<'a> {
         match &self.plan.build {
             Build::Given(artifact) => Ok((Outcome::AlreadyThere, Some(artifact.clone()))),
             Build::Command { command, artifact } => {
+                let env = build_env(self.config, &self.plan.version);
                 let status = Command::new("sh")
                     .args(["-c", command])
                     .current_dir(&self.config.root)
-                    .env("CLOCKREL_VERSION", self.plan.version.to_string())
+                    .envs(env.iter().map(|(k, v)| (*k, v)))
                     // stdout carries the report (and --json): the build speaks on stderr.
                     .stdout(Stdio::from(std::io::stderr()))
                     .status()
@@ -726,17 +744,14 @@ impl<'a> Local<'a> {
                 }
                 Ok((Outcome::Done, Some(artifact.clone())))
             }
-            Build::Cargo {
-                package,
-                target,
-                toolchain,
-                cargo_config,
+            build @ Build::Cargo {
+                package, toolchain, ..
             } => cargo_build(
                 &self.config.root,
-                package,
-                target,
                 toolchain,
-                cargo_config.as_deref(),
+                &build.cargo_args(),
+                package,
+                &build_env(self.config, &self.plan.version),
                 progress,
             )
             .map(|elf| (Outcome::Done, Some(Artifact::Elf(elf)))),
@@ -843,27 +858,43 @@ fn in_repo(config: &Config, path: &Path) -> String {
         .replace('\\', "/")
 }
 
-/// `cargo build` of the firmware, reading cargo's JSON messages for progress and for
-/// the path of the ELF it made.
+/// What every build sees: the version, and where the sources serve the release, so
+/// the firmware can build them in (the chip's `CLOCKREL_GITHUB_BASE` and
+/// `CLOCKREL_R2_BASE` end in `/`).
+fn build_env(config: &Config, version: &Version) -> Vec<(&'static str, String)> {
+    let mut env = vec![("CLOCKREL_VERSION", version.to_string())];
+    if let Some(github) = &config.sources.github {
+        env.extend(
+            config
+                .github_raw_url(&github.branch, "")
+                .map(|url| ("CLOCKREL_GITHUB_BASE", url)),
+        );
+    }
+    if let Some(r2) = &config.sources.r2 {
+        env.push(("CLOCKREL_R2_BASE", r2.public_url_of("")));
+    }
+    env
+}
+
+/// `cargo build` of the firmware with `args` (the plan's), reading cargo's JSON messages
+/// for progress and for the path of the ELF it made.
 fn cargo_build(
     root: &Path,
-    package: &str,
-    target: &str,
     toolchain: &str,
-    cargo_config: Option<&Path>,
+    args: &[String],
+    package: &str,
+    env: &[(&'static str, String)],
     progress: &Progress,
 ) -> Result<PathBuf, Failed> {
     use std::io::BufRead as _;
     let mut command = Command::new("cargo");
     command
         .arg(format!("+{toolchain}"))
-        .args(["build", "--release", "-p", package, "--target", target])
+        .args(args)
         .args(["--message-format", "json-render-diagnostics"])
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .current_dir(root)
         .stdout(Stdio::piped());
-    if let Some(config) = cargo_config {
-        command.arg("--config").arg(config);
-    }
     let mut child = command
         .spawn()
         .map_err(|e| (format!("cannot run cargo: {e}"), None))?;

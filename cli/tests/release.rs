@@ -36,7 +36,7 @@ fn world(versions: &[&str]) -> World {
         root.join("clockrel.toml"),
         config.replace(
             "[firmware]\n",
-            "[firmware]\nversion_file = \"firmware/Cargo.toml\"\nbuild = \"test ! -e build/broken && mkdir -p build && cp elfs/wordclock-$CLOCKREL_VERSION.elf build/wordclock.elf\"\nelf = \"build/wordclock.elf\"\n",
+            "[firmware]\nversion_file = \"firmware/Cargo.toml\"\nbuild = \"test ! -e build/broken && mkdir -p build && cp elfs/wordclock-$CLOCKREL_VERSION.elf build/wordclock.elf && echo \\\"$CLOCKREL_GITHUB_BASE $CLOCKREL_R2_BASE\\\" > build/bases\"\nelf = \"build/wordclock.elf\"\n",
         ),
     )
     .unwrap();
@@ -140,6 +140,16 @@ fn a_release_bumps_builds_stages_commits_tags_publishes_and_verifies() {
         world.staged("wordclock-v1.0.0.bin")
     );
     assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
+    // The build was told where the sources serve the release, to build it in.
+    let bases = std::fs::read_to_string(world.repo.root().join("build/bases")).unwrap();
+    assert_eq!(
+        bases.trim(),
+        format!(
+            "{}/acme/wordclock/main/ota_files/ {}/",
+            world.git.raw_url().trim_end_matches('/'),
+            world.s3.public_url().trim_end_matches('/')
+        )
+    );
 }
 
 #[test]

@@ -53,12 +53,12 @@ esp_idf_svc::sys::esp_app_desc!(true);
 /// Where the two sources serve version.json and the images: fleet-wide, not secret, so
 /// they are built in (`clockrel release` sets them from clockrel.toml).
 const GITHUB_BASE: &str = env!(
-    "WORDCLOCK_GITHUB_BASE",
-    "the chip build needs WORDCLOCK_GITHUB_BASE: the GitHub raw URL of ota_files/, ending in /"
+    "CLOCKREL_GITHUB_BASE",
+    "the chip build needs CLOCKREL_GITHUB_BASE: the GitHub raw URL of ota_files/, ending in /"
 );
 const R2_BASE: &str = env!(
-    "WORDCLOCK_R2_BASE",
-    "the chip build needs WORDCLOCK_R2_BASE: the R2 public URL of the images, ending in /"
+    "CLOCKREL_R2_BASE",
+    "the chip build needs CLOCKREL_R2_BASE: the R2 public URL of the images, ending in /"
 );
 
 /// The word clock's board: the LED strip's length (10 x 11 letters and 4 minute dots).
