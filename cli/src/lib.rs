@@ -8,6 +8,7 @@ pub mod config;
 pub mod elf;
 pub mod exit;
 pub mod guard;
+pub mod init;
 pub mod keys;
 pub mod ota_files;
 pub mod partitions;

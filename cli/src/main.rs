@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use clockrel::check::{self, CheckOptions};
 use clockrel::config::Config;
 use clockrel::exit::{Exit, Failure};
-use clockrel::keys;
 use clockrel::progress::Style;
 use clockrel::publish::{self, PublishOptions};
 use clockrel::release;
@@ -17,6 +16,7 @@ use clockrel::rules::Headroom;
 use clockrel::stage::{self, StageOptions};
 use clockrel::units::FlashSize;
 use clockrel::verify;
+use clockrel::{init, keys};
 use ota_core::engine::Source;
 use ota_core::{Chip, Version};
 
@@ -52,12 +52,47 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Init(InitArgs),
     Release(ReleaseArgs),
     Check(CheckArgs),
     Keygen(KeygenArgs),
     Stage(StageArgs),
     Publish(PublishArgs),
     Verify(VerifyArgs),
+}
+
+/// Set up clockrel in an existing firmware repository.
+///
+/// Finds the firmware (a Rust package that uses esp-idf, or an ESP-IDF project), reads
+/// the chip, flash size and partition table from its sdkconfig, and the GitHub
+/// repository from the `origin` remote. Writes a commented clockrel.toml, makes a
+/// signing key unless --key names one that exists, and adds its public key to the
+/// trusted-keys file the firmware must embed. With --workflow, also the GitHub Actions
+/// release workflow. It never overwrites a file.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  clockrel init
+  clockrel init --github acme/wordclock --workflow
+  clockrel init --key ~/.config/clockrel/wordclock.key
+
+Exit codes: 0 set up, 2 a file exists or no firmware was found, 1 a file could not be written.")]
+struct InitArgs {
+    /// The repository's root
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+
+    /// The signing key: used if it exists, else made [default: $XDG_CONFIG_HOME/clockrel/signing.key]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// The GitHub repository devices fetch from, OWNER/REPO [default: the origin remote]
+    #[arg(long, value_name = "OWNER/REPO")]
+    github: Option<String>,
+
+    /// Also write .github/workflows/release.yml
+    #[arg(long)]
+    workflow: bool,
 }
 
 /// Release a version: check, bump, build, stage, commit, tag, publish, verify.
@@ -355,6 +390,20 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             })
         }
         Command::Keygen(args) => keygen(args, cli.json),
+        Command::Init(args) => {
+            let key = match args.key {
+                Some(key) => key,
+                None => keys::default_key_path().map_err(|e| Failure::new(Exit::Usage, e))?,
+            };
+            let report = init::run(&init::InitOptions {
+                dir: args.dir,
+                key,
+                github: args.github,
+                workflow: args.workflow,
+            })?;
+            emit(cli.json, &report, init::render)?;
+            Ok(Exit::Success)
+        }
         Command::Release(args) => {
             let config = require_config(config, "release")?;
             let version = match args.version {

