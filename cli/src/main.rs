@@ -364,6 +364,11 @@ struct VerifyArgs {
     /// Seconds to keep retrying a source that does not serve the staged release yet
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     deadline: u64,
+
+    /// Check this version.json on disk instead (its signature, and the image it names
+    /// when that is beside it): no server is asked
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["only", "deadline"])]
+    file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -446,12 +451,15 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Verify(args) => {
             let config = require_config(config, "verify")?;
             let deadline = Duration::from_secs(args.deadline);
-            let verification = runtime()?.block_on(verify::run(
-                &config,
-                args.only,
-                deadline,
-                Style::detect(cli.json),
-            ))?;
+            let verification = match &args.file {
+                Some(file) => verify::local(&config, file)?,
+                None => runtime()?.block_on(verify::run(
+                    &config,
+                    args.only,
+                    deadline,
+                    Style::detect(cli.json),
+                ))?,
+            };
             emit(cli.json, &verification, render_verification)?;
             Ok(if verification.ok {
                 Exit::Success

@@ -135,6 +135,78 @@ pub async fn run(
     verify(&probes, &trusted, staged.as_ref(), deadline, &progress).await
 }
 
+/// `clockrel verify --file`: a `version.json` on disk checked as a device checks one,
+/// with no server: its signature against the trusted keys and, when the image it names
+/// is beside it, that image against it.
+pub fn local(config: &Config, path: &std::path::Path) -> Result<Verification, Failure> {
+    let trusted = crate::publish::trusted_keys(config)?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            Exit::BadInput,
+            anyhow::anyhow!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let mut served = Served {
+        source: "file".to_owned(),
+        manifest_url: path.display().to_string(),
+        image_url: None,
+        ok: false,
+        version: None,
+        sha256: None,
+        attempts: 1,
+        detail: String::new(),
+    };
+    let checked = Manifest::from_json(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|manifest| match manifest.verify(&trusted) {
+            Ok(key) => Ok((manifest, key.id())),
+            Err(e) => Err(e.to_string()),
+        });
+    match checked {
+        Err(why) => served.detail = format!("{MANIFEST}: {why}"),
+        Ok((manifest, key)) => {
+            served.version = Some(manifest.version.to_string());
+            served.sha256 = Some(manifest.sha256.to_string());
+            let image = manifest
+                .file
+                .as_deref()
+                .map(|file| path.with_file_name(file))
+                .filter(|image| image.is_file());
+            let verdict = match &image {
+                None => Ok(format!(
+                    "{} signed by trusted key {key} (its image is not beside it)",
+                    manifest.version.tag()
+                )),
+                Some(image_path) => std::fs::read(image_path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        ota_core::image::parse(&bytes, manifest.chip).map_err(|e| e.to_string())
+                    })
+                    .and_then(|info| manifest.check_image(&info).map_err(|e| e.to_string()))
+                    .map(|()| {
+                        format!(
+                            "{} signed by trusted key {key}, with a matching image",
+                            manifest.version.tag()
+                        )
+                    }),
+            };
+            served.image_url = image.map(|p| p.display().to_string());
+            match verdict {
+                Ok(detail) => {
+                    served.ok = true;
+                    served.detail = detail;
+                }
+                Err(why) => served.detail = why,
+            }
+        }
+    }
+    Ok(Verification {
+        ok: served.ok,
+        sources: vec![served],
+        disagreement: None,
+    })
+}
+
 /// The commit a release tag points at in the local repository, if it is there.
 fn tag_commit(config: &Config, tag: &str) -> Option<String> {
     let repo = git2::Repository::discover(&config.root).ok()?;

@@ -387,3 +387,45 @@ fn a_build_metadata_version_or_a_missing_image_is_a_usage_error() {
         Some(2)
     );
 }
+
+#[test]
+fn verify_file_checks_a_staged_manifest_and_its_image_without_a_server() {
+    let repo = Repo::new();
+    let out = repo.stage("v2.9.0", &FirmwareElf::new("2.9.0"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest = repo.root().join("ota_files/version.json");
+    let out = repo.run(&["verify", "--file", manifest.to_str().unwrap()], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("v2.9.0 signed by trusted key"),
+        "{}",
+        stdout(&out)
+    );
+
+    // One byte of the image changed: refused, and said why.
+    let image = repo.root().join("ota_files/wordclock-v2.9.0.bin");
+    let mut bytes = std::fs::read(&image).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&image, &bytes).unwrap();
+    let out = repo.run(&["verify", "--file", manifest.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("appended SHA-256"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A signed field changed: the signature no longer holds.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"2.9.0\"", "\"2.9.1\"")).unwrap();
+    let out = repo.run(&["verify", "--file", manifest.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(stdout(&out).contains("signature"), "{}", stdout(&out));
+}

@@ -578,3 +578,44 @@ fn an_image_matches_its_manifest_field_by_field() {
         ImageMismatch::Version { .. }
     ));
 }
+
+/// The README's description of the signed message, implemented again in Python
+/// (`tests/vectors/encode_manifest.py`), gives the same bytes as ota-core for the
+/// committed vector and for manifests with fields absent, long and non-ASCII.
+#[test]
+fn an_independent_implementation_of_the_documented_encoding_agrees() {
+    use std::io::Write as _;
+    let encode = |manifest: &Manifest| {
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/vectors/encode_manifest.py"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&manifest.to_json())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut sparse = release();
+    sparse.build_date = None;
+    sparse.requires_restart = Some(false);
+    sparse.title = Some("Wörter 🕰 ".repeat(40));
+    sparse.version = "3.0.0-rc.1".parse().unwrap();
+    for manifest in [release(), signed(), sparse] {
+        assert_eq!(encode(&manifest), hex(&manifest.signed_message()));
+    }
+}
