@@ -143,6 +143,16 @@ struct ReleaseArgs {
     #[arg(long, value_name = "FILE")]
     elf: Option<PathBuf>,
 
+    #[command(flatten)]
+    publishing: PublishFlags,
+
+    #[command(flatten)]
+    signing: SigningFlags,
+}
+
+/// How a release reaches the sources; shared by `release` and `publish`.
+#[derive(Debug, Args)]
+struct PublishFlags {
     /// Publish to one source only
     #[arg(long, value_name = "SOURCE", value_parser = source_parser())]
     only: Option<Source>,
@@ -158,7 +168,11 @@ struct ReleaseArgs {
     /// Seconds to keep retrying public URLs that serve stale bytes [default: config, then 360]
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<u64>,
+}
 
+/// The key that signs and the notes that go with it; shared by `release` and `stage`.
+#[derive(Debug, Args)]
+struct SigningFlags {
     /// The secret signing key file [default: $CLOCKREL_SIGNING_KEY, then $CLOCKREL_SIGNING_KEY_FILE]
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
@@ -170,6 +184,19 @@ struct ReleaseArgs {
     /// Read the release notes from a file
     #[arg(long, value_name = "FILE")]
     notes_file: Option<PathBuf>,
+}
+
+impl SigningFlags {
+    /// `--notes`, or the text of `--notes-file`.
+    fn notes(&self) -> Result<Option<String>, Failure> {
+        match &self.notes_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the release notes {}", path.display()))
+                .map(Some)
+                .map_err(|e| Failure::new(Exit::BadInput, e)),
+            None => Ok(self.notes.clone()),
+        }
+    }
 }
 
 /// Check that an image and a partition table are safe to ship.
@@ -285,17 +312,8 @@ struct StageArgs {
     #[command(flatten)]
     inputs: Inputs,
 
-    /// The secret signing key file [default: $CLOCKREL_SIGNING_KEY, then $CLOCKREL_SIGNING_KEY_FILE]
-    #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
-
-    /// Release notes: the manifest's description
-    #[arg(long, value_name = "TEXT", conflicts_with = "notes_file")]
-    notes: Option<String>,
-
-    /// Read the release notes from a file
-    #[arg(long, value_name = "FILE")]
-    notes_file: Option<PathBuf>,
+    #[command(flatten)]
+    signing: SigningFlags,
 }
 
 /// Publish the staged release to GitHub and Cloudflare R2 at once, then verify both.
@@ -325,21 +343,8 @@ Examples:
 Exit codes: 0 published and verified, 5 partly published (run again), 6 nothing
 published, 3 published but a public URL does not serve it, 4 bad staged files, 2 usage.")]
 struct PublishArgs {
-    /// Publish to one source only
-    #[arg(long, value_name = "SOURCE", value_parser = source_parser())]
-    only: Option<Source>,
-
-    /// Print the exact plan (objects, refs, URLs) and touch nothing
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Do not fetch the public URLs afterwards
-    #[arg(long)]
-    no_verify: bool,
-
-    /// Seconds to keep retrying public URLs that serve stale bytes [default: config, then 360]
-    #[arg(long, value_name = "SECONDS")]
-    deadline: Option<u64>,
+    #[command(flatten)]
+    publishing: PublishFlags,
 }
 
 /// Check what each source serves, as a device would, and whether the sources agree.
@@ -420,15 +425,16 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
                 (None, Some(elf)) => Some(release::Artifact::Elf(elf)),
                 (None, None) => None,
             };
+            let publishing = &args.publishing;
             let options = release::ReleaseOptions {
                 version,
                 artifact,
-                only: args.only,
-                dry_run: args.dry_run,
-                verify: !args.no_verify,
-                deadline: deadline(args.deadline, &config),
-                key: args.key,
-                notes: read_notes(args.notes, args.notes_file.as_deref())?,
+                only: publishing.only,
+                dry_run: publishing.dry_run,
+                verify: !publishing.no_verify,
+                deadline: deadline(publishing.deadline, &config),
+                notes: args.signing.notes()?,
+                key: args.signing.key,
             };
             let report =
                 runtime()?.block_on(release::run(&options, &config, Style::detect(cli.json)))?;
@@ -437,11 +443,12 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Publish(args) => {
             let config = require_config(config, "publish")?;
+            let publishing = &args.publishing;
             let options = PublishOptions {
-                only: args.only,
-                dry_run: args.dry_run,
-                verify: !args.no_verify,
-                deadline: deadline(args.deadline, &config),
+                only: publishing.only,
+                dry_run: publishing.dry_run,
+                verify: !publishing.no_verify,
+                deadline: deadline(publishing.deadline, &config),
             };
             let report =
                 runtime()?.block_on(publish::run(&options, &config, Style::detect(cli.json)))?;
@@ -472,8 +479,8 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             let options = StageOptions {
                 version: args.version,
                 check: args.inputs.options(),
-                key: args.key,
-                notes: read_notes(args.notes, args.notes_file.as_deref())?,
+                notes: args.signing.notes()?,
+                key: args.signing.key,
             };
             let report = stage::run(&options, &config)?;
             emit(cli.json, &report, stage::render)?;
@@ -517,20 +524,6 @@ fn keygen(args: KeygenArgs, json: bool) -> Result<Exit, Failure> {
         println!("trusts it before you release with this key.");
     }
     Ok(Exit::Success)
-}
-
-/// `--notes`, or the text of `--notes-file`.
-fn read_notes(
-    notes: Option<String>,
-    file: Option<&std::path::Path>,
-) -> Result<Option<String>, Failure> {
-    match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the release notes {}", path.display()))
-            .map(Some)
-            .map_err(|e| Failure::new(Exit::BadInput, e)),
-        None => Ok(notes),
-    }
 }
 
 /// `--deadline`, else `[verify] deadline_seconds`, else the default.
