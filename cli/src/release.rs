@@ -346,7 +346,11 @@ pub async fn run(
     let mut local = Local::open(&plan, options, config)?;
     let mut record = Record::new(&plan.local);
     let mut hint = None;
-    let mut artifact = None;
+    // What the stage reads: given on the command line, or made by the build step.
+    let mut artifact = match &plan.build {
+        Build::Given(given) => Some(given.clone()),
+        _ => None,
+    };
     let mut release_commit = None;
     while let Some(task) = record.next().cloned() {
         progress.note(&task.to_string());
@@ -759,11 +763,12 @@ impl<'a> Local<'a> {
     }
 
     fn stage(&mut self, artifact: Option<Artifact>) -> Result<Outcome, Failed> {
+        // Staged by an earlier run: the same version is never staged twice.
+        if self.staged_release().is_some() {
+            return Ok(Outcome::AlreadyThere);
+        }
         let Some(artifact) = artifact else {
-            return match self.staged_release() {
-                Some(_) => Ok(Outcome::AlreadyThere),
-                None => Err(("nothing was built to stage".to_owned(), None)),
-            };
+            return Err(("nothing was built to stage".to_owned(), None));
         };
         let (image, elf) = match artifact {
             Artifact::Image(path) => (Some(path), None),

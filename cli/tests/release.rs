@@ -399,3 +399,31 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
         );
     }
 }
+
+#[test]
+fn an_elf_built_elsewhere_is_released_without_a_build_step() {
+    let world = world(&["1.0.0"]);
+    let elf = world.repo.root().join("elfs/wordclock-1.0.0.elf");
+    let args = ["v1.0.0", "--elf", elf.to_str().unwrap()];
+    let (_, plan) = release(&world, &[&args[..], &["--dry-run"]].concat());
+    assert!(
+        !tasks(&plan).iter().any(|(_, t)| t["kind"] == "build"),
+        "no build step with --elf"
+    );
+    let (out, report) = release(&world, &args);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert_eq!(tasks(&report), tasks(&plan));
+    assert!(
+        !world.repo.root().join("build").exists(),
+        "the build command never ran"
+    );
+    // Again: everything is there.
+    let (out, report) = release(&world, &args);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert!(
+        local_outcomes(&report)
+            .iter()
+            .all(|o| o == "checked" || o == "already-there"),
+        "{report:#}"
+    );
+}
