@@ -249,6 +249,8 @@ impl Config {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
+        // Absolute, so the paths below mean the same to a build run in another directory.
+        let root = std::path::absolute(&root).unwrap_or(root);
         let mut flash = file.flash;
         flash.partitions = flash.partitions.map(|p| root.join(p));
         let mut firmware = file.firmware;
@@ -310,6 +312,16 @@ impl Config {
             .replace('\\', "/")
             .trim_matches('/')
             .to_owned()
+    }
+
+    /// Whether the config sits at the root of the git work tree `workdir`: only then are
+    /// the paths it names (ota_files/, the version file) the paths in the repository
+    /// and on its raw URLs.
+    pub fn is_at_root_of(&self, workdir: Option<&Path>) -> bool {
+        workdir
+            .and_then(|w| w.canonicalize().ok())
+            .zip(self.root.canonicalize().ok())
+            .is_some_and(|(workdir, root)| workdir == root)
     }
 
     /// The GitHub raw URL of a staged file at a branch, tag or commit.

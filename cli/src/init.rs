@@ -234,11 +234,16 @@ fn read_sdkconfig(dir: &Path, firmware: &Firmware) -> Sdkconfig {
                 let Some((key, value)) = line.split_once('=') else {
                     continue;
                 };
-                let value = value.trim().trim_matches('"').to_owned();
+                let mut value = value.trim().trim_matches('"').to_owned();
                 let slot = match key.trim() {
                     "CONFIG_IDF_TARGET" => &mut found.target,
                     "CONFIG_ESPTOOLPY_FLASHSIZE" => &mut found.flash_size,
-                    "CONFIG_PARTITION_TABLE_CUSTOM_FILENAME" => &mut found.partitions,
+                    "CONFIG_PARTITION_TABLE_CUSTOM_FILENAME" => {
+                        // ESP-IDF takes it relative to the project, where the sdkconfig is.
+                        let path = place.join(&value);
+                        value = path_text(path.strip_prefix(dir).unwrap_or(&path));
+                        &mut found.partitions
+                    }
                     _ => continue,
                 };
                 if slot.is_none() {
@@ -288,7 +293,7 @@ fn config_text(
                 out,
                 "# The cargo package `release` builds; its version is set in {manifest}."
             );
-            let _ = writeln!(out, "package = \"{package}\"");
+            let _ = writeln!(out, "package = {}", quoted(package));
             let _ = writeln!(
                 out,
                 "# The chip build's cargo config and features, if it has them:"
@@ -307,14 +312,14 @@ fn config_text(
             );
             let _ = writeln!(out, "version_file = \"version.txt\"");
             let _ = writeln!(out, "build = \"idf.py build\"");
-            let _ = writeln!(out, "image = \"build/{project}.bin\"");
+            let _ = writeln!(out, "image = {}", quoted(&format!("build/{project}.bin")));
         }
     }
     let _ = writeln!(out, "# Every image must be built for this chip.");
-    let _ = writeln!(out, "chip = \"{chip}\"\n\n[flash]");
+    let _ = writeln!(out, "chip = {}\n\n[flash]", quoted(chip));
     match &sdkconfig.flash_size {
         Some(size) => {
-            let _ = writeln!(out, "size = \"{size}\"   # from sdkconfig");
+            let _ = writeln!(out, "size = {}   # from sdkconfig", quoted(size));
         }
         None => {
             let _ = writeln!(out, "# size = \"8MB\"   # the flash chip's size");
@@ -322,7 +327,7 @@ fn config_text(
     }
     match partitions {
         Some(path) => {
-            let _ = writeln!(out, "partitions = \"{path}\"");
+            let _ = writeln!(out, "partitions = {}", quoted(path));
         }
         None => {
             let _ = writeln!(
@@ -340,13 +345,14 @@ fn config_text(
         out,
         "[signing]\n# The public keys the firmware trusts; build this file into the firmware."
     );
-    let _ = writeln!(out, "trusted_keys = \"{}\"\n", path_text(trusted));
+    let _ = writeln!(out, "trusted_keys = {}\n", quoted(&path_text(trusted)));
     let _ = writeln!(out, "# Where devices fetch releases from.");
     match github {
         Some(repository) => {
             let _ = writeln!(
                 out,
-                "[sources.github]\nrepository = \"{repository}\"\nbranch = \"main\"\n"
+                "[sources.github]\nrepository = {}\nbranch = \"main\"\n",
+                quoted(repository)
             );
         }
         None => {
@@ -361,6 +367,12 @@ fn config_text(
         "# [sources.r2]\n# public_url = \"https://pub-<id>.r2.dev\"\n# bucket = \"<bucket>\"\n# account_id = \"<cloudflare account id>\""
     );
     out
+}
+
+/// `text` as a TOML string, quotes and escapes included: names found in a project may
+/// hold anything.
+fn quoted(text: &str) -> String {
+    toml_edit::Value::from(text).to_string()
 }
 
 fn path_text(path: &Path) -> String {
@@ -459,4 +471,38 @@ pub fn render(report: &InitReport) -> String {
         "firmware and ship it, then `clockrel release v1.0.0 --dry-run`."
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_names_found_in_a_project_still_make_a_valid_config() {
+        let firmware = Firmware::EspIdf {
+            project: "my \"clock\"\\app".to_owned(),
+        };
+        let sdkconfig = Sdkconfig {
+            flash_size: Some("8MB".to_owned()),
+            ..Sdkconfig::default()
+        };
+        let text = config_text(
+            &firmware,
+            "esp32s3",
+            &sdkconfig,
+            Some("odd dir/\"ota\".csv"),
+            Some("acme/wordclock"),
+            Path::new("trusted-keys.txt"),
+        );
+        let config = crate::config::Config::parse(&text, Path::new("/fw/clockrel.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            config.firmware.image.as_deref(),
+            Some(Path::new("/fw/build/my \"clock\"\\app.bin"))
+        );
+        assert_eq!(
+            config.flash.partitions.as_deref(),
+            Some(Path::new("/fw/odd dir/\"ota\".csv"))
+        );
+    }
 }

@@ -86,8 +86,8 @@ impl Task {
 pub enum Preflight {
     /// Nothing is changed in the working tree but what the release writes.
     CleanTree,
-    /// HEAD is on the release branch.
-    OnBranch { branch: String },
+    /// HEAD is on the release branch (any branch when no source names one).
+    OnBranch { branch: Option<String> },
     /// The version is SemVer without build metadata, above the last tag and the staged
     /// release, or equal to the staged one (a re-run finishing it).
     NewVersion { version: String },
@@ -105,7 +105,10 @@ impl fmt::Display for Preflight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Preflight::CleanTree => f.write_str("no changes in the working tree but the release's"),
-            Preflight::OnBranch { branch } => write!(f, "HEAD on {branch}"),
+            Preflight::OnBranch {
+                branch: Some(branch),
+            } => write!(f, "HEAD on {branch}"),
+            Preflight::OnBranch { branch: None } => f.write_str("HEAD on a branch"),
             Preflight::NewVersion { version } => {
                 write!(f, "{version} above every tag and the staged release")
             }

@@ -22,7 +22,7 @@ use crate::check::CheckOptions;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use crate::keys;
-use crate::ota_files::{OtaFiles, StagedRelease};
+use crate::ota_files::{MANIFEST, OtaFiles, StagedRelease};
 use crate::plan::{self, Outcome, Preflight, Record, Step, Task};
 use crate::progress::{Progress, Style};
 use crate::publish::{self, Commits, PublishOptions, PublishPlan, PublishReport};
@@ -218,8 +218,9 @@ pub struct ReleaseReport {
     pub steps: Vec<Step>,
     /// The sources' steps and the verification.
     pub publish: Option<PublishReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
+    /// What to do about the failed steps, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
 }
 
 impl ReleaseReport {
@@ -252,13 +253,11 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
     let mut local = vec![Task::Preflight {
         check: Preflight::CleanTree,
     }];
-    if let Some(branch) = &branch {
-        local.push(Task::Preflight {
-            check: Preflight::OnBranch {
-                branch: branch.clone(),
-            },
-        });
-    }
+    local.push(Task::Preflight {
+        check: Preflight::OnBranch {
+            branch: branch.clone(),
+        },
+    });
     local.push(Task::Preflight {
         check: Preflight::NewVersion {
             version: version.to_string(),
@@ -327,7 +326,7 @@ impl ReleasePlan {
             verdict: ReleaseVerdict::Planned,
             steps: plan::planned(&self.local),
             publish: Some(self.publish.planned()),
-            hint: None,
+            hints: Vec::new(),
         }
     }
 }
@@ -345,7 +344,7 @@ pub async fn run(
     let progress = Progress::new(style);
     let mut local = Local::open(&plan, options, config)?;
     let mut record = Record::new(&plan.local);
-    let mut hint = None;
+    let mut hints = Vec::new();
     // What the stage reads: given on the command line, or made by the build step.
     let mut artifact = match &plan.build {
         Build::Given(given) => Some(given.clone()),
@@ -359,7 +358,7 @@ pub async fn run(
                 let verdict = local.preflight(check).map(|()| Outcome::Checked);
                 // Every preflight check runs, so one run names every problem.
                 if let Err((why, more)) = verdict {
-                    hint = hint.or(more);
+                    hints.extend(more);
                     record.finish(Outcome::Failed(why), None);
                     continue;
                 }
@@ -385,7 +384,7 @@ pub async fn run(
         match done {
             Ok(outcome) => record.finish(outcome, None),
             Err((why, more)) => {
-                hint = more;
+                hints.extend(more);
                 record.fail(why);
             }
         }
@@ -404,7 +403,7 @@ pub async fn run(
             verdict,
             steps,
             publish: None,
-            hint,
+            hints,
         });
     }
 
@@ -429,7 +428,7 @@ pub async fn run(
         verdict: ReleaseVerdict::Published(report.verdict),
         steps,
         publish: Some(report),
-        hint: None,
+        hints: Vec::new(),
     })
 }
 
@@ -464,6 +463,16 @@ impl<'a> Local<'a> {
             )
             .hint("a release is a commit and a tag: run it in the firmware's repository")
         })?;
+        if !config.is_at_root_of(repo.workdir()) {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!(
+                    "{} is not at the root of its git work tree",
+                    config.path.display()
+                ),
+            )
+            .hint("move clockrel.toml to the repository's root: its paths are relative to it"));
+        }
         Ok(Local {
             plan,
             options,
@@ -491,14 +500,20 @@ impl<'a> Local<'a> {
                     .repo
                     .head()
                     .map_err(|e| (e.message().to_owned(), None))?;
-                match head.shorthand().ok().filter(|_| head.is_branch()) {
-                    Some(on) if on == branch => Ok(()),
-                    on => Err((
+                let on = head.shorthand().ok().filter(|_| head.is_branch());
+                match (on, branch) {
+                    (Some(on), Some(branch)) if on == branch => Ok(()),
+                    (Some(_), None) => Ok(()),
+                    (on, Some(branch)) => Err((
                         format!(
                             "HEAD is on {}, but releases go on {branch}",
                             on.unwrap_or("a detached HEAD")
                         ),
                         Some(format!("git switch {branch}")),
+                    )),
+                    (None, None) => Err((
+                        "HEAD is detached: a release commit goes on a branch".to_owned(),
+                        Some("switch to the branch you release from".to_owned()),
                     )),
                 }
             }
@@ -550,23 +565,25 @@ impl<'a> Local<'a> {
                 }
             }
             Preflight::Toolchain { toolchain } => {
-                let listed = Command::new("rustup")
-                    .args(["toolchain", "list"])
-                    .output()
-                    .ok()
-                    .filter(|out| out.status.success())
-                    .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
-                let installed = listed.as_deref().is_some_and(|text| {
-                    text.lines()
-                        .any(|line| line.split_whitespace().next() == Some(toolchain.as_str()))
-                });
-                if installed {
-                    Ok(())
-                } else {
-                    Err((
-                        format!("the `{toolchain}` Rust toolchain is not installed, so the firmware cannot be built here"),
-                        Some("install it with `cargo install espup && espup install`, or build elsewhere and give --elf FILE or --image FILE".to_owned()),
-                    ))
+                // rustup resolves the name as cargo +NAME will (`stable`, `esp`, ...).
+                let ran = Command::new("rustup")
+                    .args(["run", toolchain, "rustc", "--version"])
+                    .output();
+                let install = "install it with `cargo install espup && espup install`, or build elsewhere and give --elf FILE or --image FILE";
+                match ran {
+                    Ok(out) if out.status.success() => Ok(()),
+                    Ok(_) => Err((
+                        format!(
+                            "the `{toolchain}` Rust toolchain is not installed, so the firmware cannot be built here"
+                        ),
+                        Some(install.to_owned()),
+                    )),
+                    Err(e) => Err((
+                        format!(
+                            "rustup cannot be run ({e}), so the `{toolchain}` toolchain cannot be used"
+                        ),
+                        Some(install.to_owned()),
+                    )),
                 }
             }
         }
@@ -596,13 +613,11 @@ impl<'a> Local<'a> {
             .statuses(Some(&mut options))
             .map_err(|e| (e.message().to_owned(), None))?;
         let own = self.own_paths();
-        let prefix = self.config_dir_in_repo();
         let dirty: Vec<String> = statuses
             .iter()
             .filter(|e| !e.status().is_ignored())
             .filter_map(|e| e.path().ok().map(str::to_owned))
             .filter(|path| {
-                let path = path.strip_prefix(&prefix).unwrap_or(path);
                 !own.iter()
                     .any(|o| path == o || (o.ends_with('/') && path.starts_with(o.as_str())))
             })
@@ -620,27 +635,6 @@ impl<'a> Local<'a> {
             ),
             Some("commit or stash them first: a release commits only the version bump and ota_files/".to_owned()),
         ))
-    }
-
-    /// The config's directory relative to the work tree, `""` or `fw/`.
-    fn config_dir_in_repo(&self) -> String {
-        let workdir = self.repo.workdir().and_then(|w| w.canonicalize().ok());
-        let root = self.config.root.canonicalize().ok();
-        match (workdir, root) {
-            (Some(workdir), Some(root)) => root
-                .strip_prefix(&workdir)
-                .ok()
-                .map(|rel| {
-                    let rel = rel.to_string_lossy().replace('\\', "/");
-                    if rel.is_empty() {
-                        rel
-                    } else {
-                        format!("{rel}/")
-                    }
-                })
-                .unwrap_or_default(),
-            _ => String::new(),
-        }
     }
 
     fn new_version(&self) -> Result<(), Failed> {
@@ -693,11 +687,7 @@ impl<'a> Local<'a> {
             .peel_to_commit()
             .map_err(|e| (e.message().to_owned(), None))?;
         // The tag of this release, made by an earlier run: its commit holds what is staged.
-        let manifest = format!(
-            "{}{}/version.json",
-            self.config_dir_in_repo(),
-            self.config.ota_files_in_repo()
-        );
+        let manifest = format!("{}/{MANIFEST}", self.config.ota_files_in_repo());
         let tagged_manifest = at
             .tree()
             .ok()
@@ -735,7 +725,11 @@ impl<'a> Local<'a> {
             Build::Given(artifact) => Ok((Outcome::AlreadyThere, Some(artifact.clone()))),
             Build::Command { command, artifact } => {
                 let env = build_env(self.config, &self.plan.version);
-                let status = Command::new("sh")
+                let mut sh = Command::new("sh");
+                for name in secret_variables() {
+                    sh.env_remove(name);
+                }
+                let status = sh
                     .args(["-c", command])
                     .current_dir(&self.config.root)
                     .envs(env.iter().map(|(k, v)| (*k, v)))
@@ -807,12 +801,11 @@ impl<'a> Local<'a> {
         let release = self
             .staged_release()
             .ok_or_else(|| ("the staged release does not verify".to_owned(), None))?;
-        let prefix = self.config_dir_in_repo();
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         for path in self.plan.version_file.iter().flat_map(|f| f.paths()) {
             let bytes = std::fs::read(path)
                 .map_err(|e| (format!("cannot read {}: {e}", path.display()), None))?;
-            files.push((format!("{prefix}{}", in_repo(self.config, path)), bytes));
+            files.push((in_repo(self.config, path), bytes));
         }
         // GitHub's copy when GitHub serves the release: the commit is what its raw URLs serve.
         let source = if self.config.sources.github.is_some() {
@@ -822,10 +815,7 @@ impl<'a> Local<'a> {
         };
         let dir = self.config.ota_files_in_repo();
         for upload in publish::uploads_for(self.config, &release, source) {
-            files.push((
-                format!("{prefix}{dir}/{}", upload.name()),
-                upload.bytes.to_vec(),
-            ));
+            files.push((format!("{dir}/{}", upload.name()), upload.bytes.to_vec()));
         }
         let branch = match &self.plan.branch {
             Some(branch) => branch.clone(),
@@ -863,6 +853,16 @@ fn in_repo(config: &Config, path: &Path) -> String {
         .replace('\\', "/")
 }
 
+/// Every variable that holds a secret clockrel reads: no build sees them, so neither a
+/// build script nor a dependency's build.rs can print or send them anywhere.
+fn secret_variables() -> impl Iterator<Item = &'static str> {
+    crate::targets::github::ENV_TOKEN
+        .into_iter()
+        .chain(crate::targets::r2::ENV_ACCESS_KEY)
+        .chain(crate::targets::r2::ENV_SECRET_KEY)
+        .chain([keys::ENV_KEY, keys::ENV_KEY_FILE])
+}
+
 /// What every build sees: the version, and where the sources serve the release, so
 /// the firmware can build them in (the chip's `CLOCKREL_GITHUB_BASE` and
 /// `CLOCKREL_R2_BASE` end in `/`).
@@ -893,6 +893,9 @@ fn cargo_build(
 ) -> Result<PathBuf, Failed> {
     use std::io::BufRead as _;
     let mut command = Command::new("cargo");
+    for name in secret_variables() {
+        command.env_remove(name);
+    }
     command
         .arg(format!("+{toolchain}"))
         .args(args)
@@ -949,7 +952,7 @@ pub fn render(report: &ReleaseReport) -> String {
             let _ = writeln!(out, "  {:<14} {why}", "");
         }
     }
-    if let Some(hint) = &report.hint {
+    for hint in &report.hints {
         let _ = writeln!(out, "  hint: {hint}");
     }
     match (&report.publish, report.verdict) {

@@ -36,7 +36,7 @@ fn world(versions: &[&str]) -> World {
         root.join("clockrel.toml"),
         config.replace(
             "[firmware]\n",
-            "[firmware]\nversion_file = \"firmware/Cargo.toml\"\nbuild = \"test ! -e build/broken && mkdir -p build && cp elfs/wordclock-$CLOCKREL_VERSION.elf build/wordclock.elf && echo \\\"$CLOCKREL_GITHUB_BASE $CLOCKREL_R2_BASE\\\" > build/bases\"\nelf = \"build/wordclock.elf\"\n",
+            "[firmware]\nversion_file = \"firmware/Cargo.toml\"\nbuild = \"test ! -e build/broken && mkdir -p build && cp elfs/wordclock-$CLOCKREL_VERSION.elf build/wordclock.elf && echo \\\"$CLOCKREL_GITHUB_BASE $CLOCKREL_R2_BASE\\\" > build/bases && env > build/env\"\nelf = \"build/wordclock.elf\"\n",
         ),
     )
     .unwrap();
@@ -140,6 +140,16 @@ fn a_release_bumps_builds_stages_commits_tags_publishes_and_verifies() {
         world.staged("wordclock-v1.0.0.bin")
     );
     assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
+    // The build never sees a secret: a build script could print or send it.
+    let env = std::fs::read_to_string(world.repo.root().join("build/env")).unwrap();
+    assert!(env.contains("CLOCKREL_VERSION=1.0.0"), "{env}");
+    for secret in [
+        common::world::TOKEN,
+        world.s3.secret_key(),
+        world.s3.access_key(),
+    ] {
+        assert!(!env.contains(secret), "the build saw a secret:\n{env}");
+    }
     // The build was told where the sources serve the release, to build it in.
     let bases = std::fs::read_to_string(world.repo.root().join("build/bases")).unwrap();
     assert_eq!(
@@ -426,4 +436,46 @@ fn an_elf_built_elsewhere_is_released_without_a_build_step() {
             .all(|o| o == "checked" || o == "already-there"),
         "{report:#}"
     );
+}
+
+#[test]
+fn a_config_below_the_work_trees_root_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    git2::Repository::init(dir.path()).unwrap();
+    let root = dir.path().join("fw");
+    let repo = common::repo::Repo::create(
+        dir,
+        root,
+        "[sources.github]\nrepository = \"acme/wordclock\"\n",
+    );
+    std::fs::write(
+        repo.root().join("firmware/Cargo.toml"),
+        "[package]\nname = \"wordclock\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let image = repo.image(&FirmwareElf::new("1.0.0"));
+    let out = repo.run(
+        &[
+            "release",
+            "v1.0.0",
+            "--image",
+            image.to_str().unwrap(),
+            "--key",
+            "secrets/release.key",
+        ],
+        &[("GITHUB_TOKEN", "test-token-0123456789abcdef")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("is not at the root of its git work tree"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(repo.ota_files().is_empty(), "nothing was staged");
 }

@@ -24,6 +24,8 @@ pub const ENV_TOKEN: [&str; 2] = ["GITHUB_TOKEN", "GH_TOKEN"];
 #[derive(Debug, Clone)]
 pub struct Github {
     repo_root: PathBuf,
+    /// The config sits at the work tree's root (see [`Config::is_at_root_of`]).
+    at_repo_root: bool,
     source: GithubSource,
     token: Secret,
     redactor: Redactor,
@@ -45,6 +47,8 @@ impl Github {
         redactor.add(&token);
         Ok(Github {
             repo_root: config.root.clone(),
+            at_repo_root: Repository::discover(&config.root)
+                .is_ok_and(|repo| config.is_at_root_of(repo.workdir())),
             source,
             token,
             redactor,
@@ -115,6 +119,15 @@ impl Github {
         };
         let repo = Repository::discover(&self.repo_root)
             .map_err(|e| fail(record, "open repository", e.message(), None))?;
+        if !self.at_repo_root {
+            let why = "clockrel.toml is not at the root of its git work tree, so ota_files/ is not where the raw URLs look";
+            return Err(fail(
+                record,
+                "open repository",
+                why,
+                Some("move clockrel.toml to the repository's root".to_owned()),
+            ));
+        }
         let remote = git::Remote::new(&repo, &self.source.git_url(), &self.token);
         let mut commit = None;
         let mut remote_refs: Option<Vec<(String, git2::Oid)>> = None;

@@ -502,7 +502,6 @@ impl<'a> Download<'a> {
                     failure: Some(failure),
                 });
                 self.restart(slots)?;
-                self.used.clear();
             }
             let usable = |s: Source| bad[index(s)].is_none() && broken[index(s)] < 2;
             source = match (usable(source.other()), usable(source)) {
@@ -591,11 +590,13 @@ impl<'a> Download<'a> {
         }
     }
 
+    /// Starts the image over from byte 0: no byte written so far counts, nor who sent it.
     fn restart(&mut self, slots: &mut dyn Slots) -> Result<(), UpdateError> {
         slots.abort();
         slots.begin(self.size).map_err(UpdateError::Flash)?;
         self.reader = Download::fresh_reader(self.config, self.manifest);
         self.offset = 0;
+        self.used.clear();
         Ok(())
     }
 
