@@ -56,6 +56,10 @@ pub enum Task {
     /// Upload one file to that release. Done when: an asset of this name has these
     /// bytes (its digest, or its content).
     ReleaseAsset { name: String },
+    /// Wait until GitHub has the release commit and tag before R2 gets anything. In a
+    /// release, a push that fails then leaves R2 untouched, so a re-run that has to
+    /// build again (a fresh CI checkout) cannot meet another build of this version there.
+    AwaitPush { source: String },
     /// Refuse when the bucket's `version.json` is a newer release or another build of
     /// this one: publishing over it would roll devices back. Reads only.
     CheckBucket { bucket: String, key: String },
@@ -140,6 +144,9 @@ impl fmt::Display for Task {
                 write!(f, "GitHub Release {tag} in {repository}")
             }
             Task::ReleaseAsset { name } => write!(f, "release asset {name}"),
+            Task::AwaitPush { source } => {
+                write!(f, "wait for {source}'s push of the release commit and tag")
+            }
             Task::CheckBucket { bucket, key } => write!(
                 f,
                 "check s3://{bucket}/{key} serves nothing newer, nor another build"

@@ -199,7 +199,19 @@ pub fn plan(
                             .collect(),
                     }
                 }
-                (Source::R2, _, Some(r2)) => r2::tasks(r2, &files),
+                (Source::R2, _, Some(r2)) => {
+                    let mut tasks = r2::tasks(r2, &files);
+                    let github_too = only.is_none() && config.sources.github.is_some();
+                    if commits == Commits::Already && github_too {
+                        tasks.insert(
+                            0,
+                            Task::AwaitPush {
+                                source: Source::Github.name().to_owned(),
+                            },
+                        );
+                    }
+                    tasks
+                }
                 _ => Vec::new(),
             };
             (source, tasks)
@@ -314,18 +326,22 @@ pub async fn execute(
     };
 
     let progress = Progress::new(style);
+    // R2 waits for GitHub's push where its plan says so.
+    let (pushed, after_push) = tokio::sync::oneshot::channel();
     let github_run = async {
         let (github, uploads, tasks) = github.as_ref()?;
         let bar = progress.target("github", bytes_moved(tasks, uploads));
         let started = Instant::now();
-        let (ran, commit) = github.publish(release, uploads, tasks, &bar).await;
+        let (ran, commit) = github.publish(release, uploads, tasks, pushed, &bar).await;
         Some(report(Source::Github, started, ran, commit, &bar))
     };
     let r2_run = async {
         let (r2, uploads, tasks) = r2.as_ref()?;
         let bar = progress.target("r2", bytes_moved(tasks, uploads));
         let started = Instant::now();
-        let ran = r2.publish(&release.manifest, uploads, tasks, &bar).await;
+        let ran = r2
+            .publish(&release.manifest, uploads, tasks, after_push, &bar)
+            .await;
         Some(report(Source::R2, started, ran, None, &bar))
     };
     let (github_report, r2_report) = tokio::join!(github_run, r2_run);

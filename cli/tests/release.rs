@@ -259,9 +259,10 @@ fn a_rerun_after_a_failure_at_each_step_finishes_once() {
             .iter()
             .all(|o| o == "already-there")
     );
+    // R2 waited for GitHub's push, checked the bucket, then put what was missing.
     assert_eq!(
         outcomes(target(&report["publish"], "r2")),
-        ["checked", "done", "done", "done"]
+        ["checked", "checked", "done", "done", "done"]
     );
     let bumps = git(&world, &["log", "--format=%s", "--", "firmware/Cargo.toml"]);
     assert_eq!(
@@ -478,4 +479,27 @@ fn a_config_below_the_work_trees_root_is_refused_before_any_work() {
         stderr(&out)
     );
     assert!(repo.ota_files().is_empty(), "nothing was staged");
+}
+
+#[test]
+fn a_push_github_refuses_leaves_r2_untouched() {
+    let world = world(&["1.0.0"]);
+    world.git.protect_branch("main");
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(6), "{report:#}");
+    let r2 = target(&report["publish"], "r2");
+    assert_eq!(
+        outcomes(r2),
+        [
+            "failed",
+            "not-reached",
+            "not-reached",
+            "not-reached",
+            "not-reached"
+        ],
+        "{r2:#}"
+    );
+    for name in ["wordclock-v1.0.0.bin", "wordclock.bin", "version.json"] {
+        assert!(world.s3.object(name).is_none(), "R2 got {name}");
+    }
 }

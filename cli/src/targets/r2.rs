@@ -107,13 +107,27 @@ impl R2 {
         release: &Manifest,
         uploads: &[Upload],
         tasks: &[Task],
+        after_push: tokio::sync::oneshot::Receiver<bool>,
         progress: &TargetProgress,
     ) -> Ran {
         let mut record = Record::new(tasks);
+        let mut after_push = Some(after_push);
         while let Some(task) = record.next().cloned() {
             let what = task.to_string();
             progress.step(&what);
             let done = match &task {
+                Task::AwaitPush { source } => match after_push.take() {
+                    Some(pushed) => match pushed.await {
+                        Ok(true) => Ok(Outcome::Checked),
+                        Ok(false) | Err(_) => Err((
+                            format!("{source}'s push did not succeed, so nothing is put on R2"),
+                            Some(format!(
+                                "run the same command again once {source} takes the push: R2 then gets the same build"
+                            )),
+                        )),
+                    },
+                    None => Err((format!("nothing reports {source}'s push"), None)),
+                },
                 Task::CheckBucket { .. } => self
                     .refuse_rollback(release)
                     .await

@@ -63,6 +63,7 @@ impl Github {
         release: &StagedRelease,
         uploads: &[Upload],
         tasks: &[Task],
+        pushed: tokio::sync::oneshot::Sender<bool>,
         progress: &TargetProgress,
     ) -> (Ran, Option<String>) {
         let git = self.clone();
@@ -74,12 +75,14 @@ impl Github {
         let git_progress = progress.clone();
         let files = uploads.to_vec();
         let mut record = Record::new(tasks);
-        let pushed = tokio::task::spawn_blocking(move || {
+        let git_done = tokio::task::spawn_blocking(move || {
             let result = git.run_git(&mut record, &title, &files, &git_progress);
             (record, result)
         })
         .await;
-        let (mut record, commit) = match pushed {
+        // Whoever waits for the push (R2, in a release) learns how it went.
+        let _ = pushed.send(matches!(git_done, Ok((_, Ok(_)))));
+        let (mut record, commit) = match git_done {
             Ok((record, Ok(commit))) => (record, commit),
             Ok((record, Err(error))) => {
                 return (Ran::failed(record, error), None);
