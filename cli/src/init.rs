@@ -97,6 +97,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport, Failure> {
         .filter(|p| dir.join(p).is_file())
         .or_else(|| find_partitions(dir));
     let github = options.github.clone().or_else(|| github_remote(dir));
+    let branch = current_branch(dir).unwrap_or_else(|| "main".to_owned());
     let trusted = match &firmware {
         Firmware::Cargo { manifest, .. } => Path::new(manifest)
             .parent()
@@ -124,7 +125,9 @@ pub fn run(options: &InitOptions) -> Result<InitReport, Failure> {
         &chip,
         &sdkconfig,
         partitions.as_deref(),
-        github.as_deref(),
+        github
+            .as_deref()
+            .map(|repository| (repository, branch.as_str())),
         &trusted,
     );
     write_new(&config_path, &config)?;
@@ -263,6 +266,15 @@ fn find_partitions(dir: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The branch HEAD is on, which releases go on by default.
+fn current_branch(dir: &Path) -> Option<String> {
+    let repo = git2::Repository::discover(dir).ok()?;
+    let head = repo.head().ok()?;
+    head.is_branch()
+        .then(|| head.shorthand().ok().map(str::to_owned))
+        .flatten()
+}
+
 /// `OWNER/REPO` of an `origin` remote on github.com.
 fn github_remote(dir: &Path) -> Option<String> {
     let repo = git2::Repository::discover(dir).ok()?;
@@ -280,7 +292,7 @@ fn config_text(
     chip: &str,
     sdkconfig: &Sdkconfig,
     partitions: Option<&str>,
-    github: Option<&str>,
+    github: Option<(&str, &str)>,
     trusted: &Path,
 ) -> String {
     let mut out = String::from(
@@ -348,11 +360,12 @@ fn config_text(
     let _ = writeln!(out, "trusted_keys = {}\n", quoted(&path_text(trusted)));
     let _ = writeln!(out, "# Where devices fetch releases from.");
     match github {
-        Some(repository) => {
+        Some((repository, branch)) => {
             let _ = writeln!(
                 out,
-                "[sources.github]\nrepository = {}\nbranch = \"main\"\n",
-                quoted(repository)
+                "[sources.github]\nrepository = {}\nbranch = {}\n",
+                quoted(repository),
+                quoted(branch)
             );
         }
         None => {
@@ -491,7 +504,7 @@ mod tests {
             "esp32s3",
             &sdkconfig,
             Some("odd dir/\"ota\".csv"),
-            Some("acme/wordclock"),
+            Some(("acme/wordclock", "main")),
             Path::new("trusted-keys.txt"),
         );
         let config = crate::config::Config::parse(&text, Path::new("/fw/clockrel.toml"))

@@ -74,7 +74,9 @@ fn shown_path(path: &Path) -> String {
     }
 }
 
-/// The secret key from `--key`, else `$CLOCKREL_SIGNING_KEY`, else `$CLOCKREL_SIGNING_KEY_FILE`.
+/// The secret key from `--key`, else `$CLOCKREL_SIGNING_KEY`, else
+/// `$CLOCKREL_SIGNING_KEY_FILE`, else the file `keygen` and `init` make by default
+/// ([`default_key_path`]) when it exists.
 pub fn load_secret(flag: Option<&Path>) -> Result<(SecretKey, KeySource), KeyLoadError> {
     let from_file = |path: PathBuf| {
         let text = std::fs::read_to_string(&path).map_err(|source| KeyLoadError::Read {
@@ -93,7 +95,10 @@ pub fn load_secret(flag: Option<&Path>) -> Result<(SecretKey, KeySource), KeyLoa
     if let Some(path) = std::env::var_os(ENV_KEY_FILE).filter(|v| !v.is_empty()) {
         return from_file(PathBuf::from(path));
     }
-    Err(KeyLoadError::Missing)
+    match default_key_path() {
+        Ok(path) if path.is_file() => from_file(path),
+        _ => Err(KeyLoadError::Missing),
+    }
 }
 
 fn parse_secret(text: &str, origin: KeySource) -> Result<(SecretKey, KeySource), KeyLoadError> {

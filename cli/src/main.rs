@@ -117,8 +117,6 @@ struct InitArgs {
 /// --dry-run prints exactly these steps and touches nothing. After a failure, run the
 /// same command again: what is done is found in the repository, ota_files/ and the
 /// sources and skipped, so nothing is bumped, built, committed or tagged twice.
-///
-/// In CI (a tag push), VERSION may be left out: GITHUB_REF_NAME gives it.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -131,9 +129,9 @@ Exit codes: 0 released and verified, 3 a check failed (nothing published), 1 a s
 on this machine failed (build, commit), 5 partly published (run again), 6 nothing
 published, 4 bad input, 2 usage.")]
 struct ReleaseArgs {
-    /// The version to release, such as v2.9.0 or 2.10.0-rc.1 [default: $GITHUB_REF_NAME]
+    /// The version to release, such as v2.9.0 or 2.10.0-rc.1
     #[arg(value_name = "VERSION")]
-    version: Option<Version>,
+    version: Version,
 
     /// Release this app image instead of building
     #[arg(long, value_name = "FILE", conflicts_with = "elf")]
@@ -416,10 +414,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => {
             let config = require_config(config, "release")?;
-            let version = match args.version {
-                Some(version) => version,
-                None => version_from_ci()?,
-            };
+            let version = args.version;
             let artifact = match (args.image, args.elf) {
                 (Some(image), _) => Some(release::Artifact::Image(image)),
                 (None, Some(elf)) => Some(release::Artifact::Elf(elf)),
@@ -532,24 +527,6 @@ fn deadline(flag: Option<u64>, config: &Config) -> Duration {
         flag.or(config.verify.deadline_seconds)
             .unwrap_or(verify::DEFAULT_DEADLINE.as_secs()),
     )
-}
-
-/// The version of a CI run on a pushed tag: `GITHUB_REF_NAME`, such as `v2.9.0`.
-fn version_from_ci() -> Result<Version, Failure> {
-    let name = std::env::var("GITHUB_REF_NAME")
-        .ok()
-        .filter(|n| !n.is_empty());
-    let Some(name) = name else {
-        return Err(Failure::new(Exit::Usage, anyhow::anyhow!("no VERSION given"))
-            .hint("give the version, such as `clockrel release v2.9.0` (in CI on a tag push, GITHUB_REF_NAME gives it)"));
-    };
-    name.parse().map_err(|e| {
-        Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!("GITHUB_REF_NAME `{name}` is not a version: {e}"),
-        )
-        .hint("run the release job on tags like v2.9.0 only")
-    })
 }
 
 fn require_config(config: Option<Config>, command: &str) -> Result<Config, Failure> {

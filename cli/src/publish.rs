@@ -515,12 +515,15 @@ pub fn render(report: &PublishReport) -> String {
             } else {
                 live.join(" and ")
             };
+            let again = match failed.as_slice() {
+                [one] => format!("clockrel publish --only {one}"),
+                _ => "clockrel publish".to_owned(),
+            };
             writeln!(
                 out,
-                "PARTLY published: {} failed; devices see {} on {seen}. Run `clockrel publish --only {}` to finish; what is there is skipped.",
+                "PARTLY published: {} failed; devices see {} on {seen}. Run `{again}` to finish; what is there is skipped.",
                 failed.join(", "),
                 report.version,
-                failed.first().copied().unwrap_or_default()
             )
         }
         Verdict::Failed => writeln!(

@@ -187,8 +187,8 @@ pub enum ReleaseVerdict {
     /// A preflight check failed: nothing was done.
     Refused,
     /// A step on this machine failed (the build, the stage, the commit): nothing is
-    /// published; run again once it is fixed.
-    Stopped,
+    /// published; run again once it is fixed. The exit it asks for.
+    Stopped(Exit),
     /// It reached the sources; the publish's verdict says how far.
     Published(publish::Verdict),
 }
@@ -198,7 +198,7 @@ impl ReleaseVerdict {
         match self {
             ReleaseVerdict::Planned => "planned",
             ReleaseVerdict::Refused => "refused",
-            ReleaseVerdict::Stopped => "stopped",
+            ReleaseVerdict::Stopped(_) => "stopped",
             ReleaseVerdict::Published(verdict) => verdict.name(),
         }
     }
@@ -228,7 +228,7 @@ impl ReleaseReport {
         match self.verdict {
             ReleaseVerdict::Planned => Exit::Success,
             ReleaseVerdict::Refused => Exit::CheckFailed,
-            ReleaseVerdict::Stopped => Exit::Error,
+            ReleaseVerdict::Stopped(exit) => exit,
             ReleaseVerdict::Published(verdict) => verdict.exit(),
         }
     }
@@ -381,8 +381,13 @@ pub async fn run(
             Task::Tag { .. } => local.tag(release_commit),
             other => Err((format!("not a step of a release: {other:?}"), None)),
         };
+        // The commit a release made or found, on its commit and tag steps.
+        let detail = match task {
+            Task::ReleaseCommit { .. } | Task::Tag { .. } => release_commit.map(git::short),
+            _ => None,
+        };
         match done {
-            Ok(outcome) => record.finish(outcome, None),
+            Ok(outcome) => record.finish(outcome, detail),
             Err((why, more)) => {
                 hints.extend(more);
                 record.fail(why);
@@ -393,10 +398,11 @@ pub async fn run(
     let failed = |s: &&Step| matches!(s.outcome, Outcome::Failed(_));
     if let Some(first) = steps.iter().find(failed) {
         let refused = matches!(first.task, Task::Preflight { .. });
-        let verdict = if refused || local.stage_refused {
-            ReleaseVerdict::Refused
-        } else {
-            ReleaseVerdict::Stopped
+        let verdict = match local.stopped_with {
+            _ if refused => ReleaseVerdict::Refused,
+            Some(Exit::CheckFailed) => ReleaseVerdict::Refused,
+            Some(exit) => ReleaseVerdict::Stopped(exit),
+            None => ReleaseVerdict::Stopped(Exit::Error),
         };
         return Ok(ReleaseReport {
             version: plan.version.tag(),
@@ -442,8 +448,9 @@ struct Local<'a> {
     config: &'a Config,
     repo: Repository,
     files: OtaFiles,
-    /// The stage's rules refused the image: a failed check, not a broken machine.
-    stage_refused: bool,
+    /// The exit a failed step asks for when it is not "a step on this machine failed":
+    /// a refused stage is a failed check (3), an unreadable `--elf` bad input (4).
+    stopped_with: Option<Exit>,
 }
 
 impl<'a> Local<'a> {
@@ -479,7 +486,7 @@ impl<'a> Local<'a> {
             config,
             repo,
             files: OtaFiles::new(config.ota_files(), config.release_name()),
-            stage_refused: false,
+            stopped_with: None,
         })
     }
 
@@ -564,6 +571,8 @@ impl<'a> Local<'a> {
                     ))
                 }
             }
+            // A staged version is not built again: no toolchain is needed to finish it.
+            Preflight::Toolchain { .. } if self.staged_release().is_some() => Ok(()),
             Preflight::Toolchain { toolchain } => {
                 // rustup resolves the name as cargo +NAME will (`stable`, `esp`, ...).
                 let ran = Command::new("rustup")
@@ -781,11 +790,17 @@ impl<'a> Local<'a> {
             key: self.options.key.clone(),
             notes: self.options.notes.clone(),
         };
-        let report = stage::run(&options, self.config).map_err(|f| (f.to_string(), None))?;
+        let report = match stage::run(&options, self.config) {
+            Ok(report) => report,
+            Err(failure) => {
+                self.stopped_with = Some(failure.exit);
+                return Err((format!("{:#}", failure.error), failure.hint));
+            }
+        };
         if report.ok {
             return Ok(Outcome::Done);
         }
-        self.stage_refused = true;
+        self.stopped_with = Some(Exit::CheckFailed);
         let failed: Vec<String> = report
             .failed()
             .map(|f| format!("{}: {}", f.rule, f.detail))
@@ -956,7 +971,19 @@ pub fn render(report: &ReleaseReport) -> String {
         let _ = writeln!(out, "  hint: {hint}");
     }
     match (&report.publish, report.verdict) {
-        (Some(publish), _) => out.push_str(&publish::render(publish)),
+        (Some(publish), verdict) => {
+            out.push_str(&publish::render(publish));
+            if matches!(
+                verdict,
+                ReleaseVerdict::Published(publish::Verdict::Partial | publish::Verdict::Failed)
+            ) {
+                let _ = writeln!(
+                    out,
+                    "to finish, run the same `clockrel release {}` again: what is done is skipped",
+                    report.version
+                );
+            }
+        }
         (None, ReleaseVerdict::Refused) => {
             let _ = writeln!(
                 out,

@@ -503,3 +503,23 @@ fn a_push_github_refuses_leaves_r2_untouched() {
         assert!(world.s3.object(name).is_none(), "R2 got {name}");
     }
 }
+
+#[test]
+fn an_unreadable_elf_is_bad_input_and_says_which_file() {
+    let world = world(&["1.0.0"]);
+    let (out, report) = release(&world, &["v1.0.0", "--elf", "no-such.elf"]);
+    assert_eq!(out.status.code(), Some(4), "{report:#}");
+    assert_eq!(report["verdict"], "stopped");
+    let failed = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["outcome"] == "failed")
+        .unwrap();
+    assert_eq!(failed["task"]["kind"], "stage");
+    assert!(
+        failed["why"].as_str().unwrap().contains("no-such.elf"),
+        "{failed:#}"
+    );
+    assert!(world.repo.ota_files().is_empty());
+}

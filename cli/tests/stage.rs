@@ -429,3 +429,42 @@ fn verify_file_checks_a_staged_manifest_and_its_image_without_a_server() {
     assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
     assert!(stdout(&out).contains("signature"), "{}", stdout(&out));
 }
+
+#[test]
+fn the_key_keygen_makes_by_default_is_the_one_stage_signs_with() {
+    let repo = Repo::new();
+    let home = tempfile::tempdir().unwrap();
+    let config_home = home.path().to_str().unwrap();
+    let env = [("XDG_CONFIG_HOME", config_home)];
+    let out = repo.run(&["keygen", "--json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        repo.root().join("firmware/trusted-keys.txt"),
+        format!("{}\n", made["public_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let image = repo.image(&FirmwareElf::new("2.9.0"));
+    let out = repo.run(
+        &["stage", "v2.9.0", "--image", image.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let key_id = made["key_id"].as_str().unwrap();
+    assert_eq!(
+        repo.manifest().signature.unwrap().key_id.to_string(),
+        key_id
+    );
+    // Without it there, no key is found, and stage says how to make one.
+    let out = repo.run(
+        &["stage", "v2.9.1", "--image", image.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

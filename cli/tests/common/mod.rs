@@ -36,6 +36,9 @@ pub fn clockrel(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("CLOCKREL_SIGNING_KEY")
+        .env_remove("CLOCKREL_SIGNING_KEY_FILE")
+        .env("XDG_CONFIG_HOME", dir.join(".config-of-no-one"))
         .output()
         .unwrap()
 }

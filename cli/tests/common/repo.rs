@@ -78,6 +78,8 @@ impl Repo {
             .args(args)
             .env_remove("CLOCKREL_SIGNING_KEY")
             .env_remove("CLOCKREL_SIGNING_KEY_FILE")
+            // No key of the developer's (~/.config/clockrel) ever reaches a test.
+            .env("XDG_CONFIG_HOME", self.root().join(".config-of-no-one"))
             .env("SOURCE_DATE_EPOCH", "1795000000");
         // Only what a test passes: a developer's own tokens never reach a test.
         for name in [

@@ -184,8 +184,29 @@ pub struct Remote<'r> {
     token: &'r Secret,
 }
 
+/// How long libgit2 may wait to connect, and then for each answer of the server: a
+/// remote that stops answering must fail the push (and so release R2, which waits for
+/// it), not hold the release until CI's time runs out.
+const CONNECT_TIMEOUT_MS: i32 = 15_000;
+const SERVER_TIMEOUT_MS: i32 = 120_000;
+
+/// Sets libgit2's network timeouts once, before the first remote operation.
+#[allow(unsafe_code)] // libgit2's global options; see SAFETY
+fn set_network_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: git_libgit2_opts with these options only stores two integers that
+        // network operations read; the Once runs it before this process's first one.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS);
+        }
+    });
+}
+
 impl<'r> Remote<'r> {
     pub fn new(repo: &'r Repository, url: &str, token: &'r Secret) -> Remote<'r> {
+        set_network_timeouts();
         Remote {
             repo,
             url: url.to_owned(),
