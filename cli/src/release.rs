@@ -622,7 +622,7 @@ impl<'a> Local<'a> {
             .statuses(Some(&mut options))
             .map_err(|e| (e.message().to_owned(), None))?;
         let own = self.own_paths();
-        let dirty: Vec<String> = statuses
+        let mut dirty: Vec<String> = statuses
             .iter()
             .filter(|e| !e.status().is_ignored())
             .filter_map(|e| e.path().ok().map(str::to_owned))
@@ -631,6 +631,7 @@ impl<'a> Local<'a> {
                     .any(|o| path == o || (o.ends_with('/') && path.starts_with(o.as_str())))
             })
             .collect();
+        dirty.extend(self.version_files_changed_otherwise());
         if dirty.is_empty() {
             return Ok(());
         }
@@ -644,6 +645,33 @@ impl<'a> Local<'a> {
             ),
             Some("commit or stash them first: a release commits only the version bump and ota_files/".to_owned()),
         ))
+    }
+
+    /// The version files that differ from HEAD by more than the version the release
+    /// sets: a dependency added and not committed would ship in the release commit.
+    fn version_files_changed_otherwise(&self) -> Vec<String> {
+        let Some(file) = &self.plan.version_file else {
+            return Vec::new();
+        };
+        let tree = self.repo.head().ok().and_then(|h| h.peel_to_tree().ok());
+        let committed = |name: &str| {
+            let entry = tree.as_ref()?.get_path(Path::new(name)).ok()?;
+            let blob = self.repo.find_blob(entry.id()).ok()?;
+            Some(String::from_utf8_lossy(blob.content()).into_owned())
+        };
+        file.paths()
+            .into_iter()
+            .filter_map(|path| {
+                let name = in_repo(self.config, path);
+                let committed = committed(&name)?;
+                let now = std::fs::read_to_string(path).ok()?;
+                let only_the_bump = now == committed
+                    || file
+                        .bumped(path, &committed, &self.plan.version)
+                        .is_ok_and(|bumped| bumped == now);
+                (!only_the_bump).then_some(name)
+            })
+            .collect()
     }
 
     fn new_version(&self) -> Result<(), Failed> {

@@ -143,79 +143,76 @@ impl VersionFile {
 
     /// Writes `version`, or leaves the files alone when they already say it.
     pub fn write(&self, version: &Version) -> Result<Outcome, VersionFileError> {
-        let text = version.to_string();
-        match self {
-            VersionFile::Plain { path } => {
-                // Exactly the version and "\n": a "\r" would end up in the app
-                // descriptor, and a fleet that compares versions would loop.
-                let wanted = format!("{text}\n");
-                if std::fs::read(path).is_ok_and(|old| old == wanted.as_bytes()) {
-                    return Ok(Outcome::AlreadyThere);
-                }
-                write(path, wanted.as_bytes())?;
-                Ok(Outcome::Done)
+        let mut outcome = Outcome::AlreadyThere;
+        for path in self.paths() {
+            let old = read(path)?;
+            let new = self.bumped(path, &old, version)?;
+            if new != old {
+                write(path, new.as_bytes())?;
+                outcome = Outcome::Done;
             }
-            VersionFile::Cargo { manifest, lock } => {
-                let mut doc = read_toml(manifest)?;
-                let package = doc
+        }
+        Ok(outcome)
+    }
+
+    /// `text`, the content of one of [`VersionFile::paths`], with `version` set in it and
+    /// nothing else changed: what [`VersionFile::write`] writes, and what a clean-tree
+    /// check compares the working copy with.
+    pub fn bumped(
+        &self,
+        path: &Path,
+        text: &str,
+        version: &Version,
+    ) -> Result<String, VersionFileError> {
+        let version = version.to_string();
+        match self {
+            // Exactly the version and "\n": a "\r" would end up in the app descriptor,
+            // and a fleet that compares versions would loop.
+            VersionFile::Plain { .. } => Ok(format!("{version}\n")),
+            VersionFile::Cargo { manifest, .. } if path == manifest => {
+                let mut doc = parse_toml(path, text)?;
+                let missing = || VersionFileError::NoPackageVersion {
+                    path: path.to_owned(),
+                };
+                let current = doc
                     .get_mut("package")
                     .and_then(|p| p.as_table_like_mut())
-                    .ok_or_else(|| VersionFileError::NoPackageVersion {
-                        path: manifest.clone(),
-                    })?;
-                let name = package
-                    .get("name")
+                    .and_then(|p| p.get_mut("version"))
+                    .filter(|v| v.is_str())
+                    .ok_or_else(missing)?;
+                if current.as_str() != Some(version.as_str()) {
+                    set_keeping_decor(current, &version);
+                }
+                Ok(doc.to_string())
+            }
+            VersionFile::Cargo { manifest, .. } => {
+                let package = parse_toml(manifest, &read(manifest)?)?
+                    .get("package")
+                    .and_then(|p| p.get("name"))
                     .and_then(|n| n.as_str())
                     .unwrap_or_default()
                     .to_owned();
-                let current = package
-                    .get_mut("version")
-                    .filter(|v| v.is_str())
-                    .ok_or_else(|| VersionFileError::NoPackageVersion {
-                        path: manifest.clone(),
-                    })?;
-                let mut outcome = Outcome::AlreadyThere;
-                if current.as_str() != Some(text.as_str()) {
-                    set_keeping_decor(current, &text);
-                    write(manifest, doc.to_string().as_bytes())?;
-                    outcome = Outcome::Done;
-                }
-                if let Some(lock) = lock
-                    && set_lock_version(lock, &name, &text)?
+                let mut doc = parse_toml(path, text)?;
+                if let Some(packages) = doc
+                    .get_mut("package")
+                    .and_then(|p| p.as_array_of_tables_mut())
                 {
-                    outcome = Outcome::Done;
+                    // A lock entry without a source is a workspace member: that one is ours.
+                    for entry in packages.iter_mut().filter(|t| {
+                        t.get("name").and_then(|n| n.as_str()) == Some(package.as_str())
+                            && t.get("source").is_none()
+                    }) {
+                        if let Some(current) = entry.get_mut("version")
+                            && current.as_str() != Some(version.as_str())
+                        {
+                            set_keeping_decor(current, &version);
+                        }
+                    }
                 }
-                Ok(outcome)
+                Ok(doc.to_string())
             }
         }
     }
-}
-
-/// Sets the package's version in a Cargo.lock; true when the file changed.
-fn set_lock_version(lock: &Path, package: &str, version: &str) -> Result<bool, VersionFileError> {
-    let mut doc = read_toml(lock)?;
-    let Some(packages) = doc
-        .get_mut("package")
-        .and_then(|p| p.as_array_of_tables_mut())
-    else {
-        return Ok(false);
-    };
-    let mut changed = false;
-    // A lock entry without a source is a workspace member: that one is ours.
-    for entry in packages.iter_mut().filter(|t| {
-        t.get("name").and_then(|n| n.as_str()) == Some(package) && t.get("source").is_none()
-    }) {
-        if let Some(current) = entry.get_mut("version")
-            && current.as_str() != Some(version)
-        {
-            set_keeping_decor(current, version);
-            changed = true;
-        }
-    }
-    if changed {
-        write(lock, doc.to_string().as_bytes())?;
-    }
-    Ok(changed)
 }
 
 /// Replaces a string value, keeping the spaces and comment around it.
@@ -241,8 +238,11 @@ fn read(path: &Path) -> Result<String, VersionFileError> {
 }
 
 fn read_toml(path: &Path) -> Result<toml_edit::DocumentMut, VersionFileError> {
-    read(path)?
-        .parse()
+    parse_toml(path, &read(path)?)
+}
+
+fn parse_toml(path: &Path, text: &str) -> Result<toml_edit::DocumentMut, VersionFileError> {
+    text.parse()
         .map_err(|e: toml_edit::TomlError| VersionFileError::Toml {
             path: path.to_owned(),
             message: e.message().to_owned(),

@@ -523,3 +523,22 @@ fn an_unreadable_elf_is_bad_input_and_says_which_file() {
     );
     assert!(world.repo.ota_files().is_empty());
 }
+
+#[test]
+fn a_version_file_with_more_than_the_bump_in_it_is_refused() {
+    let world = world(&["1.0.0"]);
+    let cargo = world.repo.root().join("firmware/Cargo.toml");
+    let text = std::fs::read_to_string(&cargo).unwrap();
+    std::fs::write(&cargo, format!("{text}\n[dependencies]\nlog = \"0.4\"\n")).unwrap();
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    let why = report["steps"][0]["why"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("firmware/Cargo.toml"), "{report:#}");
+    // The bump alone is the release's own change.
+    std::fs::write(&cargo, text.replace("\"0.1.0\"", "\"1.0.0\"")).unwrap();
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+}
