@@ -317,6 +317,8 @@ enum Fault {
     GithubRelease,
     /// An asset upload breaks off.
     ReleaseAsset,
+    /// The git server refuses the push (a protected branch).
+    Push,
     /// The raw host keeps serving the old branch tip past the verify deadline.
     Verify,
 }
@@ -329,6 +331,7 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
         Fault::R2Put,
         Fault::GithubRelease,
         Fault::ReleaseAsset,
+        Fault::Push,
         Fault::Verify,
     ] {
         let world = world(&["1.0.0"]);
@@ -361,6 +364,10 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
                 world.api.interrupt_next_upload();
                 5
             }
+            Fault::Push => {
+                world.git.protect_branch("main");
+                6
+            }
             Fault::Verify => {
                 world.git.set_branch_lag(std::time::Duration::from_secs(60));
                 args.extend(["--deadline", "1"]);
@@ -379,6 +386,7 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
         let _ = std::fs::remove_file(root.join("build/broken"));
         std::fs::write(&elf, FirmwareElf::new("1.0.0").build()).unwrap();
         world.git.set_branch_lag(std::time::Duration::ZERO);
+        world.git.unprotect_branches();
         let (out, report) = release(&world, &["v1.0.0"]);
         assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
 

@@ -182,6 +182,21 @@ impl GitServer {
             .expect("the bare repository's config is writable");
     }
 
+    /// Lifts [`GitServer::protect_branch`]: pushes to every branch are taken again.
+    pub fn unprotect_branches(&self) {
+        let removed = self
+            .host
+            .open()
+            .config()
+            .and_then(|mut config| config.remove_multivar("receive.procReceiveRefs", ".*"));
+        match removed {
+            Err(e) if e.code() != git2::ErrorCode::NotFound => {
+                panic!("the bare repository's config is writable: {e}")
+            }
+            _ => {}
+        }
+    }
+
     /// Commits `files` to branch `main` of the bare repository, so that clients can clone
     /// it; returns the commit id.
     pub fn seed(&self, files: &[(&str, &[u8])]) -> String {
