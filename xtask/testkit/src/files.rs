@@ -24,7 +24,7 @@ use crate::serve::{Serving, lock};
 /// told to, breaks the connection: it declares more than it sends, so the client sees a
 /// body cut short.
 #[derive(Debug)]
-struct Sent {
+pub(crate) struct Sent {
     rest: Bytes,
     /// Bytes per frame, with `every` between frames.
     piece: usize,
@@ -35,7 +35,8 @@ struct Sent {
 }
 
 impl Sent {
-    fn whole(bytes: Bytes, breaks: bool) -> Sent {
+    /// `bytes`, then the end of the body, or a broken connection when `breaks`.
+    pub(crate) fn whole(bytes: Bytes, breaks: bool) -> Sent {
         Sent {
             rest: bytes,
             piece: usize::MAX,

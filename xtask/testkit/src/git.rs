@@ -22,6 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt as _;
 
+use crate::files::Sent;
 use crate::serve::{Serving, lock, percent_decode, respond};
 
 /// The user name GitHub expects with a token in HTTP Basic auth.
@@ -73,6 +74,8 @@ struct Host {
     auth_failures: AtomicUsize,
     branch_lag: Mutex<Duration>,
     branches: Mutex<HashMap<String, BranchView>>,
+    /// The next raw download of a path ending in this name breaks after that many bytes.
+    raw_cut: Mutex<Option<(String, usize)>>,
 }
 
 /// A branch as the raw host's cache last saw it.
@@ -117,6 +120,7 @@ impl GitServer {
             auth_failures: AtomicUsize::new(0),
             branch_lag: Mutex::new(Duration::ZERO),
             branches: Mutex::new(HashMap::new()),
+            raw_cut: Mutex::new(None),
         });
         let git_host = Arc::clone(&host);
         let git = Serving::start(service_fn(move |request| {
@@ -180,6 +184,12 @@ impl GitServer {
                 )
             })
             .expect("the bare repository's config is writable");
+    }
+
+    /// The next raw download of a file named `name` breaks off after `bytes` bytes, as
+    /// a connection to raw.githubusercontent.com that dies mid-download.
+    pub fn break_raw_after(&self, name: &str, bytes: usize) {
+        *lock(&self.host.raw_cut) = Some((format!("/{name}"), bytes));
     }
 
     /// Lifts [`GitServer::protect_branch`]: pushes to every branch are taken again.
@@ -562,14 +572,40 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn serve_raw(
     host: Arc<Host>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    const TEXT: &str = "text/plain; charset=utf-8";
+) -> Result<Response<Sent>, Infallible> {
+    let answer = |status: StatusCode, bytes: Bytes, breaks: bool| {
+        let mut response = Response::new(Sent::whole(bytes, breaks));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
     if request.method() != Method::GET {
-        return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, ""));
+        return Ok(answer(StatusCode::METHOD_NOT_ALLOWED, Bytes::new(), false));
     }
-    Ok(match host.raw_file(request.uri().path()) {
-        Some(bytes) => respond(StatusCode::OK, TEXT, bytes),
-        None => respond(StatusCode::NOT_FOUND, TEXT, "404: Not Found"),
+    let path = request.uri().path();
+    let cut = {
+        let mut cut = lock(&host.raw_cut);
+        match cut.as_ref() {
+            Some((name, _)) if path.ends_with(name.as_str()) => cut.take().map(|(_, n)| n),
+            _ => None,
+        }
+    };
+    Ok(match host.raw_file(path) {
+        Some(bytes) => {
+            let bytes = Bytes::from(bytes);
+            match cut {
+                Some(n) => answer(StatusCode::OK, bytes.slice(..n.min(bytes.len())), true),
+                None => answer(StatusCode::OK, bytes, false),
+            }
+        }
+        None => answer(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(b"404: Not Found"),
+            false,
+        ),
     })
 }
 

@@ -32,6 +32,13 @@ pub struct Request {
     pub status: u16,
 }
 
+/// One GET or HEAD of the public URL: the key, and where a `Range` asked to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicRequest {
+    pub key: String,
+    pub from: Option<u64>,
+}
+
 /// A running S3 server with one bucket. Dropping it stops both ports and deletes the data.
 #[derive(Debug)]
 pub struct S3Server {
@@ -40,6 +47,7 @@ pub struct S3Server {
     /// Kept so that `restart` comes back where clients expect it.
     s3_port: u16,
     public: Serving,
+    public_log: Arc<Mutex<Vec<PublicRequest>>>,
     front: Arc<Front>,
     bucket: String,
     bucket_dir: PathBuf,
@@ -71,13 +79,16 @@ impl S3Server {
         });
         let s3 = serve_s3(&front, 0).expect("127.0.0.1 has a free port for the S3 server");
         let public_dir = Arc::new(bucket_dir.clone());
+        let public_log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&public_log);
         let public = Serving::start(service_fn(move |request| {
-            serve_public(Arc::clone(&public_dir), request)
+            serve_public(Arc::clone(&public_dir), Arc::clone(&log), request)
         }));
         S3Server {
             s3_port: s3.port(),
             s3: Mutex::new(Some(s3)),
             public,
+            public_log,
             front,
             bucket: bucket.to_owned(),
             bucket_dir,
@@ -152,6 +163,11 @@ impl S3Server {
         }
     }
 
+    /// Every request the public URL has answered, oldest first.
+    pub fn public_requests(&self) -> Vec<PublicRequest> {
+        lock(&self.public_log).clone()
+    }
+
     /// Every request the S3 endpoint has answered, oldest first.
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.front.log).clone()
@@ -224,6 +240,7 @@ fn s3_error(status: StatusCode, resource: &str) -> Response<Body> {
 
 async fn serve_public(
     bucket_dir: Arc<PathBuf>,
+    log: Arc<Mutex<Vec<PublicRequest>>>,
     request: hyper::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let with_body = match *request.method() {
@@ -249,18 +266,42 @@ async fn serve_public(
         Some("json") => "application/json",
         _ => "application/octet-stream",
     };
+    // `Range: bytes=N-`, as R2's public URLs answer it: a device resumes a download.
+    let from = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|from| *from < len);
+    lock(&log).push(PublicRequest {
+        key: request.uri().path().trim_start_matches('/').to_owned(),
+        from,
+    });
     let mut response = if with_body {
         match tokio::fs::read(&path).await {
-            Ok(bytes) => respond(StatusCode::OK, content_type, bytes),
+            Ok(bytes) => {
+                let start = from.map_or(0, |f| f as usize);
+                respond(StatusCode::OK, content_type, bytes[start..].to_vec())
+            }
             Err(_) => return not_found(),
         }
     } else {
         respond(StatusCode::OK, content_type, Bytes::new())
     };
+    let sent = len - from.unwrap_or(0);
+    if let Some(from) = from {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let range = format!("bytes {from}-{}/{len}", len - 1);
+        if let Ok(value) = header::HeaderValue::from_str(&range) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
     // Set explicitly so that HEAD reports the object's length, not the empty body's.
     response
         .headers_mut()
-        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(sent));
     Ok(response)
 }
 

@@ -138,6 +138,16 @@ fn s3_stores_signed_puts_and_serves_them_publicly() {
         (200, Some("11"))
     );
     assert!(head.body.is_empty());
+    // A resumed download: R2's public URLs answer Range with the rest.
+    let rest = http(
+        "GET",
+        &format!("{}/{key}", s3.public_url()),
+        &[("Range", "bytes=6-")],
+        b"",
+    );
+    assert_eq!((rest.status, rest.body.as_slice()), (206, &b"bytes"[..]));
+    assert_eq!(rest.header("content-range"), Some("bytes 6-10/11"));
+    assert_eq!(rest.header("content-length"), Some("5"));
     assert_eq!(
         get(&format!("{}/wordclock/missing.bin", s3.public_url())).status,
         404
