@@ -143,7 +143,7 @@ fn run(paths: &mut Paths) -> Result<(), String> {
         "a simulated word clock running v1.0.0 (the real `wordclock` program, its flash in a file)",
     );
     let mqtt = Watcher::connect(broker.port())?;
-    let mut clock = Clock::start(paths, scratch.path(), &repo, &git, &s3, broker.port())?;
+    let mut clock = Clock::start(paths, scratch.path(), &repo, &git, &s3, broker.port(), &[])?;
     mqtt.wait_for("the clock reports 1.0.0", |topic, payload| {
         topic == format!("home/{DEVICE}/ota/version") && payload.contains("\"1.0.0\"")
     })?;
@@ -192,7 +192,7 @@ fn run(paths: &mut Paths) -> Result<(), String> {
         "v1.2.0, built so that its MQTT health check fails: installed, rolled back, and not tried again",
     );
     clock.stop();
-    clock = Clock::start_with(
+    clock = Clock::start(
         paths,
         scratch.path(),
         &repo,
@@ -342,18 +342,9 @@ fn git_cli(repo: &Path, args: &[&str]) -> Result<(), String> {
 struct Clock(Child);
 
 impl Clock {
+    /// Starts the clock on the flash file in `scratch` (made from v1.0.0 the first
+    /// time), with the fault switches in `extra`.
     fn start(
-        paths: &Paths,
-        scratch: &Path,
-        repo: &Path,
-        git: &GitServer,
-        s3: &S3Server,
-        port: u16,
-    ) -> Result<Clock, String> {
-        Clock::start_with(paths, scratch, repo, git, s3, port, &[])
-    }
-
-    fn start_with(
         paths: &Paths,
         scratch: &Path,
         repo: &Path,
