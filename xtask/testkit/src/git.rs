@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use git2::{Commit, ObjectType, Oid, Repository, RepositoryInitOptions, Signature};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
@@ -572,18 +572,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn serve_raw(
     host: Arc<Host>,
     request: Request<Incoming>,
-) -> Result<Response<Sent>, Infallible> {
-    let answer = |status: StatusCode, bytes: Bytes, breaks: bool| {
-        let mut response = Response::new(Sent::whole(bytes, breaks));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
+) -> Result<Response<Either<Full<Bytes>, Sent>>, Infallible> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let whole = |response: Response<Full<Bytes>>| response.map(Either::Left);
     if request.method() != Method::GET {
-        return Ok(answer(StatusCode::METHOD_NOT_ALLOWED, Bytes::new(), false));
+        return Ok(whole(respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "")));
     }
     let path = request.uri().path();
     let cut = {
@@ -593,19 +586,19 @@ async fn serve_raw(
             _ => None,
         }
     };
-    Ok(match host.raw_file(path) {
-        Some(bytes) => {
+    Ok(match (host.raw_file(path), cut) {
+        // The first `n` bytes, then the connection breaks.
+        (Some(bytes), Some(n)) => {
             let bytes = Bytes::from(bytes);
-            match cut {
-                Some(n) => answer(StatusCode::OK, bytes.slice(..n.min(bytes.len())), true),
-                None => answer(StatusCode::OK, bytes, false),
-            }
+            let sent = Sent::whole(bytes.slice(..n.min(bytes.len())), true);
+            let mut response = Response::new(Either::Right(sent));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+            response
         }
-        None => answer(
-            StatusCode::NOT_FOUND,
-            Bytes::from_static(b"404: Not Found"),
-            false,
-        ),
+        (Some(bytes), None) => whole(respond(StatusCode::OK, TEXT, bytes)),
+        (None, _) => whole(respond(StatusCode::NOT_FOUND, TEXT, "404: Not Found")),
     })
 }
 
