@@ -231,12 +231,9 @@ impl Shared {
             Decision::Update => {}
         }
         let base = lock(&self.state).clone();
-        let mut last_percent = None;
+        let mut gate = mqtt::ProgressGate::default();
         let mut progress = |done: u64, total: u64| {
-            let percent = mqtt::percent(done, total);
-            // One message per percent: a 3 MiB image must not flood the broker.
-            if last_percent != Some(percent) {
-                last_percent = Some(percent);
+            if gate.report(done, total) {
                 self.publish_status(&Status::new(State::Downloading, done, total));
                 self.publish_state(base.clone().installing(done, total));
             }

@@ -325,6 +325,28 @@ pub fn percent(done: u64, total: u64) -> u8 {
     u8::try_from(whole).unwrap_or(100)
 }
 
+/// Progress is reported at each whole step of this many percent: a download of any size
+/// sends at most 21 progress messages (and as many states), which a slow link and the
+/// MQTT client's queue carry, where one per percent filled the queue and lost the
+/// messages that matter (rebooting, errors, the final state).
+pub const PROGRESS_STEP: u8 = 5;
+
+/// Which download progress to report: the first, each new [`PROGRESS_STEP`], the end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressGate {
+    last: Option<u8>,
+}
+
+impl ProgressGate {
+    /// Whether `done` of `total` bytes starts a step not reported yet.
+    pub fn report(&mut self, done: u64, total: u64) -> bool {
+        let step = percent(done, total) / PROGRESS_STEP;
+        let new = self.last != Some(step);
+        self.last = Some(step);
+        new
+    }
+}
+
 /// Where an update is, as `ota/progress` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -369,6 +369,26 @@ fn every_state_has_its_snake_case_name() {
 }
 
 #[test]
+fn a_download_reports_progress_at_each_whole_five_percent_and_at_the_end() {
+    let total: u64 = 3 << 20;
+    let mut gate = ota_core::mqtt::ProgressGate::default();
+    let reported: Vec<u8> = (1..=total.div_ceil(4096))
+        .map(|chunk| (chunk * 4096).min(total))
+        .filter(|done| gate.report(*done, total))
+        .map(|done| percent(done, total))
+        .collect();
+    let expected: Vec<u8> = (0..=20).map(|step| step * 5).collect();
+    assert_eq!(reported, expected, "a 3 MiB image in 4 KiB chunks");
+    // Few large chunks: each new step once, whichever percent it lands on.
+    let mut gate = ota_core::mqtt::ProgressGate::default();
+    let coarse: Vec<bool> = [300, 330, 600, 1000]
+        .iter()
+        .map(|done| gate.report(*done, 1000))
+        .collect();
+    assert_eq!(coarse, [true, false, true, true]);
+}
+
+#[test]
 fn percent_is_whole_rounded_down_and_never_overflows() {
     assert_eq!(percent(0, 0), 0);
     assert_eq!(percent(5, 0), 0);
