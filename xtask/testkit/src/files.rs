@@ -18,7 +18,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 
-use crate::serve::{Serving, lock};
+use crate::serve::{Serving, lock, range_start};
 
 /// A body that sends its bytes, all at once or trickled in small pieces, and then, if
 /// told to, breaks the connection: it declares more than it sends, so the client sees a
@@ -165,13 +165,7 @@ async fn serve(
     request: Request<Incoming>,
 ) -> Result<Response<Sent>, Infallible> {
     let path = request.uri().path().to_owned();
-    let from = request
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse::<u64>().ok());
+    let from = range_start(&request);
     lock(&files.log).push((path.clone(), from));
     if files.stalled.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;

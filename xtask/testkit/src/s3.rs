@@ -18,7 +18,7 @@ use s3s_fs::FileSystem;
 use tempfile::TempDir;
 
 use crate::fault::Faults;
-use crate::serve::{Serving, lock, percent_decode, respond};
+use crate::serve::{Serving, lock, percent_decode, range_start, respond};
 
 const ACCESS_KEY: &str = "TESTKITACCESSKEY";
 const SECRET_KEY: &str = "testkit/secret/key/not/for/real/use";
@@ -267,14 +267,7 @@ async fn serve_public(
         _ => "application/octet-stream",
     };
     // `Range: bytes=N-`, as R2's public URLs answer it: a device resumes a download.
-    let from = request
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|from| *from < len);
+    let from = range_start(&request).filter(|from| *from < len);
     lock(&log).push(PublicRequest {
         key: request.uri().path().trim_start_matches('/').to_owned(),
         from,

@@ -173,6 +173,17 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// Locks shared server state. A test that panicked while holding the lock must not take
 /// down every later request with it: the state is plain data and stays usable.
+/// Where a `Range: bytes=N-` header asks the body to start, the only form devices send.
+pub(crate) fn range_start<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
