@@ -355,6 +355,36 @@ fn a_rerun_after_the_branch_moved_on_finishes_from_the_tag() {
 }
 
 #[test]
+fn a_rerun_after_a_refused_push_publishes_the_release_commit_not_later_work() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.git.protect_branch("main");
+    let (out, _) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let release_commit = stdout(&world.run_git(&["rev-parse", "HEAD"]))
+        .trim()
+        .to_owned();
+    // Work goes on, unpushed and unreviewed, before anyone reruns the publish.
+    std::fs::write(world.repo.root().join("NOTES.md"), "work in progress\n").unwrap();
+    world.run_git(&["add", "NOTES.md"]);
+    world.run_git(&["commit", "-qm", "work in progress"]);
+    world.git.unprotect_branches();
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["verdict"], "published");
+    assert_eq!(
+        world.git.tag_target("v2.9.0").unwrap(),
+        release_commit,
+        "the tag is on the release commit"
+    );
+    assert_eq!(
+        world.git.head_of("main").unwrap(),
+        release_commit,
+        "the work in progress stays on this machine"
+    );
+}
+
+#[test]
 fn a_dead_r2_leaves_a_partial_publish_that_a_rerun_finishes() {
     let world = World::new();
     world.stage("v2.9.0", 0);

@@ -311,6 +311,9 @@ enum Fault {
     /// The build makes an image whose app descriptor says another version: the stage
     /// refuses it.
     Stage,
+    /// Another git process holds the index's lock: the commit is made, but the index
+    /// cannot follow it.
+    Commit,
     /// R2 refuses every PUT for a while.
     R2Put,
     /// The GitHub API fails creating the Release.
@@ -328,6 +331,7 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
     for fault in [
         Fault::Build,
         Fault::Stage,
+        Fault::Commit,
         Fault::R2Put,
         Fault::GithubRelease,
         Fault::ReleaseAsset,
@@ -350,6 +354,10 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
             Fault::Stage => {
                 std::fs::write(&elf, FirmwareElf::new("0.9.9").build()).unwrap();
                 3
+            }
+            Fault::Commit => {
+                std::fs::write(root.join(".git/index.lock"), b"").unwrap();
+                1
             }
             Fault::R2Put => {
                 // The SDK tries each request four times: all four fail.
@@ -384,6 +392,7 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
 
         // Put right, and run the same command again.
         let _ = std::fs::remove_file(root.join("build/broken"));
+        let _ = std::fs::remove_file(root.join(".git/index.lock"));
         std::fs::write(&elf, FirmwareElf::new("1.0.0").build()).unwrap();
         world.git.set_branch_lag(std::time::Duration::ZERO);
         world.git.unprotect_branches();
@@ -510,6 +519,18 @@ fn a_push_github_refuses_leaves_r2_untouched() {
     for name in ["wordclock-v1.0.0.bin", "wordclock.bin", "version.json"] {
         assert!(world.s3.object(name).is_none(), "R2 got {name}");
     }
+
+    // Work goes on, unpushed, before the re-run: the re-run publishes the release
+    // commit and leaves that work on this machine.
+    let release_commit = git(&world, &["rev-parse", "v1.0.0^{commit}"]);
+    std::fs::write(world.repo.root().join("NOTES.md"), "work in progress\n").unwrap();
+    world.run_git(&["add", "NOTES.md"]);
+    world.run_git(&["commit", "-qm", "work in progress"]);
+    world.git.unprotect_branches();
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(world.git.head_of("main").unwrap(), release_commit);
+    assert_eq!(world.git.tag_target("v1.0.0").unwrap(), release_commit);
 }
 
 #[test]

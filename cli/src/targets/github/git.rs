@@ -36,8 +36,9 @@ fn text(e: git2::Error) -> String {
 }
 
 /// The commit that holds the release's `files` (paths in the repository and bytes):
-/// the tag's commit if the tag exists and holds them (a rerun), else a new commit on
-/// `branch` unless its tip holds them already. Nothing else the user staged is committed.
+/// the tag's commit if the tag exists and holds them (a rerun), else the commit on
+/// `branch` that brought them if its tip holds them, else a new commit on `branch`.
+/// Nothing else the user staged is committed.
 pub fn release_commit(
     repo: &Repository,
     branch: &str,
@@ -65,8 +66,8 @@ pub fn release_commit(
         ));
     }
     let parent = head.peel_to_commit().map_err(text)?;
-    if holds(repo, &parent, files) {
-        return Ok((parent.id(), Outcome::AlreadyThere));
+    if let Some(made) = brought(repo, &parent, files) {
+        return Ok((made, Outcome::AlreadyThere));
     }
 
     let mut tree = git2::Index::new().map_err(text)?;
@@ -124,6 +125,27 @@ fn index_entry(path: &str, blob: Oid, len: usize) -> git2::IndexEntry {
         flags_extended: 0,
         path: path.as_bytes().to_vec(),
     }
+}
+
+/// When `tip` holds `files`, the commit that brought them: the oldest on the first-parent
+/// line down from `tip` that still holds them all, but never past a merge, which is how
+/// a release the remote refused as behind joins the remote's work. Work committed on
+/// top of a release (after a failed push, say) is not the release, and must not be
+/// tagged or pushed as it.
+fn brought(repo: &Repository, tip: &git2::Commit<'_>, files: &[(String, &[u8])]) -> Option<Oid> {
+    if !holds(repo, tip, files) {
+        return None;
+    }
+    let mut at = tip.clone();
+    while at.parent_count() == 1
+        && let Ok(parent) = at.parent(0)
+    {
+        if !holds(repo, &parent, files) {
+            break;
+        }
+        at = parent;
+    }
+    Some(at.id())
 }
 
 /// Whether `commit`'s tree has every file with exactly these bytes.

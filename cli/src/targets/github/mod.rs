@@ -182,7 +182,9 @@ impl Github {
                     let outcome = if git::contains(&repo, theirs, commit) {
                         Outcome::AlreadyThere
                     } else {
-                        let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
+                        // The release commit, not the local branch's tip: what was
+                        // committed on top of it since is not part of the release.
+                        let refspec = format!("{commit}:refs/heads/{branch}");
                         remote
                             .push(&[refspec])
                             .map_err(|e| fail(record, &what, &e.message, e.hint))?;
