@@ -95,7 +95,9 @@ pub struct TargetReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishReport {
-    pub version: String,
+    /// The SemVer, as the manifest and the other commands' reports give it.
+    pub version: Version,
+    pub tag: String,
     pub verdict: Verdict,
     pub targets: Vec<TargetReport>,
     /// The public URLs that would be checked (`--dry-run`) or were.
@@ -158,6 +160,7 @@ fn selected(config: &Config, only: Option<Source>) -> Result<Vec<Source>, Failur
 /// What a publish does: each selected target's steps and the public URLs checked after.
 #[derive(Debug, Clone)]
 pub struct PublishPlan {
+    pub version: Version,
     pub tag: String,
     pub targets: Vec<(Source, Vec<Task>)>,
     /// Where devices read the release, probed once the targets are done (GitHub at the
@@ -218,6 +221,7 @@ pub fn plan(
         })
         .collect();
     Ok(PublishPlan {
+        version: version.clone(),
         tag,
         targets,
         probes: verify::probes(config, Some("<release commit>"), only),
@@ -228,7 +232,8 @@ impl PublishPlan {
     /// The report of a dry run: every step planned, nothing touched.
     pub fn planned(&self) -> PublishReport {
         PublishReport {
-            version: self.tag.clone(),
+            version: self.version.clone(),
+            tag: self.tag.clone(),
             verdict: Verdict::Planned,
             targets: self
                 .targets
@@ -370,7 +375,8 @@ pub async fn execute(
         _ => Verdict::Partial,
     };
     Ok(PublishReport {
-        version: plan.tag.clone(),
+        version: plan.version.clone(),
+        tag: plan.tag.clone(),
         verdict,
         targets: reports,
         probes,
@@ -427,7 +433,7 @@ pub fn render(report: &PublishReport) -> String {
     } else {
         "publish"
     };
-    let _ = writeln!(out, "{verb} {}", report.version);
+    let _ = writeln!(out, "{verb} {}", report.tag);
     for target in &report.targets {
         let head = match (&target.error, report.verdict) {
             (_, Verdict::Planned) => String::new(),
@@ -488,20 +494,20 @@ pub fn render(report: &PublishReport) -> String {
             writeln!(
                 out,
                 "published {} and verified every public URL",
-                report.version
+                report.tag
             )
         }
         Verdict::Published => {
             writeln!(
                 out,
                 "published {} (public URLs not checked: --no-verify)",
-                report.version
+                report.tag
             )
         }
         Verdict::Unverified => writeln!(
             out,
             "published {}, but a public URL does not serve it yet; check with `clockrel verify`",
-            report.version
+            report.tag
         ),
         Verdict::Partial => {
             let live: Vec<&str> = report
@@ -523,14 +529,14 @@ pub fn render(report: &PublishReport) -> String {
                 out,
                 "PARTLY published: {} failed; devices see {} on {seen}. Run `{again}` to finish; what is there is skipped.",
                 failed.join(", "),
-                report.version,
+                report.tag,
             )
         }
         Verdict::Failed => writeln!(
             out,
             "NOT published: {} failed before devices could see {} there",
             failed.join(" and "),
-            report.version
+            report.tag
         ),
     };
     out

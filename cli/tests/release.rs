@@ -111,6 +111,11 @@ fn a_release_bumps_builds_stages_commits_tags_publishes_and_verifies() {
     assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
     assert_eq!(report["verdict"], "published", "{report:#}");
     assert_eq!(report["publish"]["verification"]["ok"], true);
+    // The version as every command's report gives it (stage's, verify's), and the tag.
+    for report in [&report, &report["publish"]] {
+        assert_eq!(report["version"], "1.0.0");
+        assert_eq!(report["tag"], "v1.0.0");
+    }
 
     // One release commit holding the bump and ota_files/, and its tag, on both ends.
     let (head, tags, count, status) = footprint(&world);

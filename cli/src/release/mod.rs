@@ -97,7 +97,9 @@ impl Serialize for ReleaseVerdict {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReleaseReport {
-    pub version: String,
+    /// The SemVer, as the manifest and the other commands' reports give it.
+    pub version: Version,
+    pub tag: String,
     pub verdict: ReleaseVerdict,
     /// The steps on this machine.
     pub steps: Vec<Step>,
@@ -207,7 +209,8 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
 impl ReleasePlan {
     pub fn planned(&self) -> ReleaseReport {
         ReleaseReport {
-            version: self.version.tag(),
+            version: self.version.clone(),
+            tag: self.version.tag(),
             verdict: ReleaseVerdict::Planned,
             steps: plan::planned(&self.local),
             publish: Some(self.publish.planned()),
@@ -290,7 +293,8 @@ pub async fn run(
             None => ReleaseVerdict::Stopped(Exit::Error),
         };
         return Ok(ReleaseReport {
-            version: plan.version.tag(),
+            version: plan.version.clone(),
+            tag: plan.version.tag(),
             verdict,
             steps,
             publish: None,
@@ -315,7 +319,8 @@ pub async fn run(
     )
     .await?;
     Ok(ReleaseReport {
-        version: plan.version.tag(),
+        version: plan.version.clone(),
+        tag: plan.version.tag(),
         verdict: ReleaseVerdict::Published(report.verdict),
         steps,
         publish: Some(report),
@@ -544,7 +549,7 @@ pub fn render(report: &ReleaseReport) -> String {
     } else {
         "release"
     };
-    let _ = writeln!(out, "{verb} {}", report.version);
+    let _ = writeln!(out, "{verb} {}", report.tag);
     for step in &report.steps {
         let _ = writeln!(out, "  {:<14} {}", step.outcome.label(), step.what);
         if let Outcome::Failed(why) = &step.outcome {
@@ -564,7 +569,7 @@ pub fn render(report: &ReleaseReport) -> String {
                 let _ = writeln!(
                     out,
                     "to finish, run the same `clockrel release {}` again: what is done is skipped",
-                    report.version
+                    report.tag
                 );
             }
         }
