@@ -385,6 +385,44 @@ fn a_rerun_after_a_refused_push_publishes_the_release_commit_not_later_work() {
 }
 
 #[test]
+fn an_upload_url_on_a_host_the_token_is_not_for_is_named_and_the_hint_works() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    let uploads = world.api.api_url().replace("127.0.0.1", "localhost");
+    world.api.answer_uploads_at(&uploads);
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let error = &target(&report, "github")["error"];
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&uploads) && message.contains("uploads host"),
+        "{error:#}"
+    );
+    assert!(
+        error["hint"].as_str().unwrap().contains("upload_url"),
+        "{error:#}"
+    );
+    assert_eq!(
+        world.api.upload_count("v2.9.0", "wordclock-v2.9.0.bin"),
+        0,
+        "nothing went out without the token"
+    );
+
+    // Following the hint finishes the release.
+    let config = world.repo.root().join("clockrel.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "[sources.github]\n",
+        &format!("[sources.github]\nupload_url = \"{uploads}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (out, report) = world.publish(&["--only", "github"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["verdict"], "published");
+    assert_eq!(world.api.upload_count("v2.9.0", "wordclock-v2.9.0.bin"), 1);
+}
+
+#[test]
 fn a_dead_r2_leaves_a_partial_publish_that_a_rerun_finishes() {
     let world = World::new();
     world.stage("v2.9.0", 0);

@@ -65,6 +65,8 @@ struct State {
     /// Releases and assets share one sequence, so that no two objects have the same id.
     last_id: u64,
     upload_attempts: HashMap<(String, String), usize>,
+    /// Where releases made from now on say their assets go, when not `base`.
+    upload_base: Option<String>,
 }
 
 #[derive(Debug)]
@@ -150,6 +152,13 @@ impl GithubApi {
             .fail_next_method(Some(method), count, status);
     }
 
+    /// Makes releases created from now on give an `upload_url` at `base` (this same
+    /// server under another name, such as `http://localhost:PORT`), as GitHub Enterprise
+    /// does with an uploads host of its own.
+    pub fn answer_uploads_at(&self, base: &str) {
+        lock(&self.api.state).upload_base = Some(base.trim_end_matches('/').to_owned());
+    }
+
     /// Breaks off the next asset upload the way a dropped connection does: GitHub has
     /// already recorded the asset, which stays in the `starter` state with no digest and
     /// blocks its name until it is deleted.
@@ -228,6 +237,10 @@ impl State {
         let id = self.next_id();
         let repo_url = self.repo_url(api);
         let url = format!("{repo_url}/releases/{id}");
+        let uploads = match &self.upload_base {
+            Some(base) => url.replacen(&self.base, base, 1),
+            None => url.clone(),
+        };
         let html_url = format!(
             "{}/{}/{}/releases/tag/{tag}",
             self.base, api.owner, api.repo
@@ -241,7 +254,10 @@ impl State {
                 ("url", json!(url)),
                 ("html_url", json!(html_url)),
                 ("assets_url", json!(format!("{url}/assets"))),
-                ("upload_url", json!(format!("{url}/assets{{?name,label}}"))),
+                (
+                    "upload_url",
+                    json!(format!("{uploads}/assets{{?name,label}}")),
+                ),
                 ("tarball_url", json!(format!("{repo_url}/tarball/{tag}"))),
                 ("zipball_url", json!(format!("{repo_url}/zipball/{tag}"))),
                 ("id", json!(id)),

@@ -306,6 +306,8 @@ impl Github {
     ) -> Result<Outcome, TargetError> {
         let repos = octo.repos(self.source.owner(), self.source.name());
         let upload_it = || async {
+            self.token_goes_to(&gh_release.upload_url)
+                .map_err(|why| TargetError::new(what, why).hint(UPLOAD_URL_HINT))?;
             repos
                 .releases()
                 .upload_asset(gh_release.id.0, upload.name(), upload.bytes.to_vec().into())
@@ -356,6 +358,7 @@ impl Github {
         if asset.size != bytes.len() as i64 {
             return Ok(false);
         }
+        self.token_goes_to(asset.url.as_str())?;
         if let Some(digest) = asset
             .digest
             .as_deref()
@@ -380,18 +383,46 @@ impl Github {
         Ok(body.as_ref() == bytes)
     }
 
-    fn octocrab(&self) -> Result<octocrab::Octocrab, octocrab::Error> {
+    /// Where assets are uploaded: configured, or GitHub's own uploads host.
+    fn upload_uri(&self) -> String {
         let api = self.source.api_url();
-        let upload = self.source.upload_url.clone().unwrap_or_else(|| {
+        self.source.upload_url.clone().unwrap_or_else(|| {
             if api == crate::config::GITHUB_API_URL {
                 "https://uploads.github.com".to_owned()
             } else {
                 api.to_owned()
             }
-        });
+        })
+    }
+
+    /// Refuses a URL from an API answer that the token would not go to (octocrab sends
+    /// it only to the API and upload hosts configured): the request would go out
+    /// without it, and the 401 that follows would blame a good token. Nor is the token
+    /// ever sent anywhere else.
+    fn token_goes_to(&self, url: &str) -> Result<(), String> {
+        let origin = |url: &str| {
+            // An upload URL ends in a template (`{?name,label}`), not part of the host.
+            reqwest::Url::parse(url.split('{').next().unwrap_or(url))
+                .ok()
+                .map(|u| u.origin().ascii_serialization())
+        };
+        let answered = origin(url);
+        let allowed = [origin(self.source.api_url()), origin(&self.upload_uri())];
+        match answered {
+            Some(host) if allowed.contains(&Some(host.clone())) => Ok(()),
+            _ => Err(format!(
+                "GitHub's API answered with {}, which is neither the API ({}) nor the uploads host ({}) the token is for",
+                self.redactor.scrub(url.split('{').next().unwrap_or(url)),
+                self.source.api_url(),
+                self.upload_uri()
+            )),
+        }
+    }
+
+    fn octocrab(&self) -> Result<octocrab::Octocrab, octocrab::Error> {
         octocrab::Octocrab::builder()
-            .base_uri(api)?
-            .upload_uri(upload)?
+            .base_uri(self.source.api_url())?
+            .upload_uri(self.upload_uri())?
             .personal_token(self.token.expose().to_owned())
             .set_connect_timeout(Some(std::time::Duration::from_secs(10)))
             .set_read_timeout(Some(std::time::Duration::from_secs(120)))
@@ -419,6 +450,8 @@ impl Github {
         }
     }
 }
+
+const UPLOAD_URL_HINT: &str = "set [sources.github] upload_url in clockrel.toml to the uploads host your GitHub names (GitHub Enterprise has one of its own)";
 
 /// The GitHub plan: what `publish` does there, in order, worked out without
 /// credentials, the repository or the network. `--dry-run` prints it; [`Github::publish`]
