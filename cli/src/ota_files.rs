@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use ota_core::manifest::ManifestError;
+use ota_core::manifest::{ManifestError, Trusted};
 use ota_core::{Manifest, Version};
 use serde::Serialize;
 
@@ -43,11 +43,11 @@ pub enum StagedError {
 /// A staged release, checked as a device would check it before anything is published.
 #[derive(Debug, Clone)]
 pub struct StagedRelease {
-    pub manifest: Manifest,
+    /// The staged manifest, verified: it names the versioned image file
+    /// (`manifest.file()`, e.g. `wordclock-v2.9.0.bin`).
+    pub manifest: Trusted,
     /// `version.json` exactly as staged: the bytes every source serves.
     pub manifest_bytes: Vec<u8>,
-    /// The versioned image file name, e.g. `wordclock-v2.9.0.bin`.
-    pub image_name: String,
     pub image: Vec<u8>,
     /// The stable alias name, e.g. `wordclock.bin`.
     pub alias_name: String,
@@ -154,9 +154,8 @@ impl OtaFiles {
                 path: manifest_path.clone(),
                 source,
             })?;
-        manifest.verify(trusted).map_err(StagedError::Untrusted)?;
-        let image_name = manifest.file.clone().unwrap_or_default();
-        let image_path = self.dir.join(&image_name);
+        let manifest = manifest.trust(trusted).map_err(StagedError::Untrusted)?;
+        let image_path = self.dir.join(manifest.file());
         let image = read(&image_path)?;
         let mismatch = |reason: String| StagedError::Mismatch {
             path: image_path.clone(),
@@ -179,7 +178,6 @@ impl OtaFiles {
         Ok(StagedRelease {
             manifest,
             manifest_bytes,
-            image_name,
             image,
             alias_name,
         })

@@ -275,12 +275,12 @@ pub fn uploads_for(config: &Config, release: &StagedRelease, source: Source) -> 
             .sources
             .github
             .as_ref()
-            .and_then(|g| config.github_raw_url(&g.branch, &release.image_name)),
+            .and_then(|g| config.github_raw_url(&g.branch, release.manifest.file())),
         Source::R2 => config
             .sources
             .r2
             .as_ref()
-            .map(|r2| r2.public_url_of(&release.image_name)),
+            .map(|r2| r2.public_url_of(release.manifest.file())),
     };
     let manifest = match url {
         Some(url) => release.manifest_at(url),

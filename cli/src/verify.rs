@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ota_core::Manifest;
 use ota_core::engine::Source;
-use ota_core::manifest::PublicKey;
+use ota_core::manifest::{PublicKey, Trusted};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -158,20 +158,14 @@ pub fn local(config: &Config, path: &std::path::Path) -> Result<Verification, Fa
     };
     let checked = Manifest::from_json(&bytes)
         .map_err(|e| e.to_string())
-        .and_then(|manifest| match manifest.verify(&trusted) {
-            Ok(key) => Ok((manifest, key.id())),
-            Err(e) => Err(e.to_string()),
-        });
+        .and_then(|manifest| manifest.trust(&trusted).map_err(|e| e.to_string()));
     match checked {
         Err(why) => served.detail = format!("{MANIFEST}: {why}"),
-        Ok((manifest, key)) => {
+        Ok(manifest) => {
+            let key = manifest.key().id();
             served.version = Some(manifest.version.to_string());
             served.sha256 = Some(manifest.sha256.to_string());
-            let image = manifest
-                .file
-                .as_deref()
-                .map(|file| path.with_file_name(file))
-                .filter(|image| image.is_file());
+            let image = Some(path.with_file_name(manifest.file())).filter(|image| image.is_file());
             let verdict = match &image {
                 None => Ok(format!(
                     "{} signed by trusted key {key} (its image is not beside it)",
@@ -337,7 +331,7 @@ async fn check_source(
 struct Attempt {
     detail: String,
     /// The manifest the source served, when it verified (but was not the expected one).
-    manifest: Option<Manifest>,
+    manifest: Option<Trusted>,
     image_url: Option<String>,
 }
 
@@ -357,14 +351,13 @@ async fn try_source(
     manifest_url: &str,
     trusted: &[PublicKey],
     expected: Option<&StagedRelease>,
-) -> Result<(Manifest, String), Attempt> {
+) -> Result<(Trusted, String), Attempt> {
     let bytes = fetch(client, manifest_url).await.map_err(Attempt::new)?;
-    let manifest =
-        Manifest::from_json(&bytes).map_err(|e| Attempt::new(format!("{MANIFEST}: {e}")))?;
-    manifest
-        .verify(trusted)
+    let manifest = Manifest::from_json(&bytes)
+        .map_err(|e| Attempt::new(format!("{MANIFEST}: {e}")))?
+        .trust(trusted)
         .map_err(|e| Attempt::new(format!("{MANIFEST}: {e}")))?;
-    let file = manifest.file.clone().unwrap_or_default();
+    let file = manifest.file().to_owned();
     let image_url = format!("{}{file}", probe.base);
     let legacy_url = format!("{}{file}", probe.legacy_base);
     if manifest
@@ -385,7 +378,7 @@ async fn try_source(
         && bytes != expected.manifest_at(legacy_url.clone())
     {
         let staged = expected.manifest.served_at(legacy_url);
-        let detail = if manifest == staged {
+        let detail = if *manifest == staged {
             format!(
                 "{MANIFEST} holds the staged {} but not its bytes: the server reformatted or rewrote it",
                 staged.version.tag()

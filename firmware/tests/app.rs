@@ -12,7 +12,7 @@ use common::MemoryStore;
 
 use ota_core::engine::health::{self, Outcome};
 use ota_core::engine::{Control, Installed, Offer, Source, Store, UpdateError};
-use ota_core::manifest::FORMAT;
+use ota_core::manifest::{FORMAT, SecretKey, Trusted};
 use ota_core::mqtt::{Device, Topics};
 use ota_core::policy::{Decision, Rejected};
 use ota_core::{Chip, Manifest, Sha256};
@@ -52,8 +52,10 @@ struct Stepped {
     reboots: AtomicUsize,
 }
 
-fn manifest() -> Manifest {
-    Manifest {
+/// A manifest as the engine hands it on: signed by a key the device trusts.
+fn manifest() -> Trusted {
+    let key = SecretKey::from_seed([7; 32]);
+    let mut manifest = Manifest {
         format: Some(FORMAT),
         version: "2.0.0".parse().unwrap(),
         build_date: None,
@@ -71,7 +73,9 @@ fn manifest() -> Manifest {
         file: Some("wordclock-v2.0.0.bin".into()),
         signature: None,
         extra: Default::default(),
-    }
+    };
+    manifest.sign(&key);
+    manifest.trust(&[key.public()]).unwrap()
 }
 
 impl Updater for Stepped {

@@ -74,7 +74,7 @@ pub fn files(image_name: &str, alias_name: &str) -> Vec<FileSpec> {
 pub fn uploads(release: &StagedRelease, manifest: Vec<u8>) -> Vec<Upload> {
     let image: Arc<[u8]> = release.image.clone().into();
     let manifest: Arc<[u8]> = manifest.into();
-    files(&release.image_name, &release.alias_name)
+    files(release.manifest.file(), &release.alias_name)
         .into_iter()
         .map(|spec| {
             let bytes = if spec.name == crate::ota_files::MANIFEST {

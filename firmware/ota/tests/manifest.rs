@@ -165,6 +165,27 @@ fn a_manifest_built_in_code_with_a_path_for_a_file_does_not_verify() {
 }
 
 #[test]
+fn trusting_a_signed_manifest_gives_its_required_fields_by_type() {
+    let trusted = signed().trust(&[key(9).public(), key(1).public()]).unwrap();
+    assert_eq!(trusted.file(), "wordclock-v2.9.0.bin");
+    assert_eq!(trusted.chip(), Chip::Esp32S3);
+    assert_eq!(trusted.secure_version(), 2);
+    assert_eq!(trusted.key(), &key(1).public());
+    assert_eq!(trusted.into_manifest(), signed());
+}
+
+#[test]
+fn only_a_signed_manifest_becomes_trusted() {
+    let keys = [key(1).public()];
+    assert_eq!(release().trust(&keys), Err(SignatureError::Unsigned));
+    assert_eq!(legacy().trust(&keys), Err(SignatureError::Legacy));
+    assert_eq!(
+        signed().trust(&[key(2).public()]),
+        Err(SignatureError::UnknownKey(key(1).public().id()))
+    );
+}
+
+#[test]
 fn unsigned_and_legacy_manifests_are_not_trusted() {
     let m = release();
     assert_eq!(m.verify(&[key(1).public()]), Err(SignatureError::Unsigned));

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Manifest;
 use crate::image::{ImageError, ImageReader};
-use crate::manifest::{MAX_MANIFEST_LEN, PublicKey};
+use crate::manifest::{MAX_MANIFEST_LEN, PublicKey, Trusted};
 use crate::policy::{self, Decision, Running};
 pub use ports::{ContentRange, Http, HttpError, Response, SlotError, Slots, Store, Timeouts};
 
@@ -147,7 +147,7 @@ pub struct Attempt {
 pub struct Offer {
     /// The source whose manifest was accepted: the image comes from there first.
     pub source: Source,
-    pub manifest: Manifest,
+    pub manifest: Trusted,
     pub decision: Decision,
     pub attempts: Vec<Attempt>,
 }
@@ -275,7 +275,7 @@ impl Engine {
     /// newer; a tie goes to the preferred source.
     pub fn check(&self, http: &mut dyn Http, preferred: Source) -> Result<Offer, UpdateError> {
         let mut attempts = Vec::new();
-        let mut best: Option<(Source, Manifest, Decision)> = None;
+        let mut best: Option<(Source, Trusted, Decision)> = None;
         for source in [preferred, preferred.other()] {
             match self.fetch_manifest(http, source) {
                 Ok(manifest) => {
@@ -319,7 +319,7 @@ impl Engine {
         }
     }
 
-    fn fetch_manifest(&self, http: &mut dyn Http, source: Source) -> Result<Manifest, Failure> {
+    fn fetch_manifest(&self, http: &mut dyn Http, source: Source) -> Result<Trusted, Failure> {
         let url = format!("{}version.json", self.config.sources.base(source));
         let mut response = http.get(&url, None, self.config.timeouts)?;
         if response.status() != 200 {
@@ -339,11 +339,10 @@ impl Engine {
             }
             body.extend_from_slice(&buf[..n]);
         }
-        let manifest = Manifest::from_json(&body).map_err(|e| Failure::Invalid(e.to_string()))?;
-        manifest
-            .verify(&self.config.trusted)
-            .map_err(|e| Failure::Invalid(e.to_string()))?;
-        Ok(manifest)
+        Manifest::from_json(&body)
+            .map_err(|e| Failure::Invalid(e.to_string()))?
+            .trust(&self.config.trusted)
+            .map_err(|e| Failure::Invalid(e.to_string()))
     }
 
     /// Checks, and when the verdict is to update, installs. See [`Engine::install`].
@@ -410,8 +409,7 @@ impl Engine {
 /// One image download, across sources.
 struct Download<'a> {
     config: &'a Config,
-    manifest: &'a Manifest,
-    file: String,
+    manifest: &'a Trusted,
     size: u64,
     first: Source,
     reader: ImageReader,
@@ -433,7 +431,6 @@ impl<'a> Download<'a> {
         Download {
             config,
             manifest,
-            file: manifest.file.clone().unwrap_or_default(),
             size: manifest.firmware_size,
             first: offer.source,
             reader: Download::fresh_reader(config, manifest),
@@ -531,7 +528,11 @@ impl<'a> Download<'a> {
         control: &Control,
         progress: &mut dyn Progress,
     ) -> Result<Stream, UpdateError> {
-        let url = format!("{}{}", self.config.sources.base(source), self.file);
+        let url = format!(
+            "{}{}",
+            self.config.sources.base(source),
+            self.manifest.file()
+        );
         let from = (self.offset > 0).then_some(self.offset);
         let mut response = match http.get(&url, from, self.config.timeouts) {
             Ok(response) => response,

@@ -8,6 +8,7 @@
 
 mod promise;
 pub mod signing;
+mod trusted;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Chip, Sha256, Version};
 pub use promise::ImageMismatch;
 pub use signing::{DOMAIN, KeyError, KeyId, PublicKey, SecretKey, Signature, SignatureError};
+pub use trusted::Trusted;
 
 /// The manifest format this crate writes. Manifests without `format` are the legacy
 /// fleet's: readable, never trusted.
