@@ -114,6 +114,11 @@ struct InitArgs {
 ///   publish    GitHub and R2 in parallel, as `clockrel publish`, then every public URL
 ///              verified
 ///
+/// With --from-tag (and on a tag push in GitHub Actions, with no VERSION) the tag
+/// exists already and marks the source: preflight checks it is on the branch, HEAD is
+/// at it and its version file says VERSION; nothing is bumped, and the commit adds
+/// ota_files/ after the tag on the branch, which the tag stays behind.
+///
 /// --dry-run prints exactly these steps and touches nothing. After a failure, run the
 /// same command again: what is done is found in the repository, ota_files/ and the
 /// sources and skipped, so nothing is bumped, built, committed or tagged twice.
@@ -124,14 +129,22 @@ Examples:
   clockrel release v2.9.0
   clockrel release v2.9.0 --elf target/xtensa-esp32s3-espidf/release/wordclock
   clockrel release v2.9.0 --only r2 --json > release.json
+  git checkout v2.9.0 && clockrel release v2.9.0 --from-tag
 
 Exit codes: 0 released and verified, 3 a check failed (nothing published), 1 a step
 on this machine failed (build, commit), 5 partly published (run again), 6 nothing
 published, 4 bad input, 2 usage.")]
 struct ReleaseArgs {
-    /// The version to release, such as v2.9.0 or 2.10.0-rc.1
+    /// The version to release, such as v2.9.0 or 2.10.0-rc.1 [default: on a tag push in
+    /// GitHub Actions, the pushed tag, with --from-tag]
     #[arg(value_name = "VERSION")]
-    version: Version,
+    version: Option<Version>,
+
+    /// Release the source the existing tag vVERSION marks (pushed to start the
+    /// release): build it as it is, its version already set, and commit ota_files/
+    /// after it on the branch; the tag stays where it is
+    #[arg(long)]
+    from_tag: bool,
 
     /// Release this app image instead of building
     #[arg(long, value_name = "FILE", conflicts_with = "elf")]
@@ -146,6 +159,26 @@ struct ReleaseArgs {
 
     #[command(flatten)]
     signing: SigningFlags,
+}
+
+/// The version of a GitHub Actions run started by pushing a tag: `GITHUB_REF_NAME`
+/// when `GITHUB_REF_TYPE` is `tag`.
+fn pushed_tag() -> Result<Version, Failure> {
+    let name = std::env::var("GITHUB_REF_NAME").unwrap_or_default();
+    if std::env::var("GITHUB_REF_TYPE").as_deref() != Ok("tag") {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("no VERSION given, and this is not a run started by a tag push"),
+        )
+        .hint("give the version: clockrel release v2.9.0"));
+    }
+    name.parse().map_err(|e| {
+        Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("the pushed tag {name:?} is not a version: {e}"),
+        )
+        .hint("release tags are vMAJOR.MINOR.PATCH, such as v2.9.0")
+    })
 }
 
 /// How a release reaches the sources; shared by `release` and `publish`.
@@ -414,7 +447,10 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => {
             let config = require_config(config, "release")?;
-            let version = args.version;
+            let (version, from_tag) = match args.version {
+                Some(version) => (version, args.from_tag),
+                None => (pushed_tag()?, true),
+            };
             let artifact = match (args.image, args.elf) {
                 (Some(image), _) => Some(release::Artifact::Image(image)),
                 (None, Some(elf)) => Some(release::Artifact::Elf(elf)),
@@ -423,6 +459,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             let publishing = &args.publishing;
             let options = release::ReleaseOptions {
                 version,
+                from_tag,
                 artifact,
                 only: publishing.only,
                 dry_run: publishing.dry_run,

@@ -24,8 +24,9 @@ pub enum Task {
     /// manifest and write `ota_files/`. Done when: `ota_files/` holds this version and
     /// it verifies.
     Stage { version: String, from: String },
-    /// Commit the version bump and the staged files together on the branch. Done when:
-    /// the tag's commit, or the branch's tip, holds them.
+    /// Commit the version bump and the staged files together on the branch (with
+    /// `--from-tag`, the staged files alone, after the tagged source). Done when: a
+    /// commit of the branch holds them, made by an earlier run.
     ReleaseCommit {
         branch: String,
         paths: Vec<String>,
@@ -97,6 +98,12 @@ pub enum Preflight {
     NewVersion { version: String },
     /// The tag does not exist, or marks this very release.
     TagFree { tag: String },
+    /// `--from-tag`: the tag exists and marks a commit on the branch, which HEAD is at
+    /// (unless this version is staged or committed already: nothing is built then).
+    TaggedSource { tag: String, branch: Option<String> },
+    /// `--from-tag`: the version file already says the version, as the tagged source
+    /// must: its image is built from exactly what the tag marks.
+    VersionSet { file: String, version: String },
     /// A source's credentials are in the environment.
     Credentials { source: String },
     /// The signing key loads and the firmware trusts it.
@@ -117,6 +124,12 @@ impl fmt::Display for Preflight {
                 write!(f, "{version} above every tag and the staged release")
             }
             Preflight::TagFree { tag } => write!(f, "tag {tag} free, or this release's"),
+            Preflight::TaggedSource { tag, branch } => write!(
+                f,
+                "tag {tag} marks a commit of {} and HEAD is at it",
+                branch.as_deref().unwrap_or("the current branch")
+            ),
+            Preflight::VersionSet { file, version } => write!(f, "{file} says {version}"),
             Preflight::Credentials { source } => write!(f, "credentials for {source}"),
             Preflight::SigningKey => f.write_str("the signing key, trusted by the firmware"),
             Preflight::Toolchain { toolchain } => write!(f, "the `{toolchain}` Rust toolchain"),

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use crate::ota_files::{MANIFEST, OtaFiles, StagedError, StagedRelease};
 use crate::progress::{Progress, Style};
+use crate::targets::github::{self, git};
 
 /// How long a public URL may serve stale bytes by default: raw.githubusercontent.com
 /// caches for up to 5 minutes.
@@ -120,9 +121,7 @@ pub async fn run(
                 .hint("stage the release again with `clockrel stage`"));
         }
     };
-    let commit = staged
-        .as_ref()
-        .and_then(|r| tag_commit(config, &r.version().tag()));
+    let commit = staged.as_ref().and_then(|r| release_commit(config, r));
     let probes = probes(config, commit.as_deref(), only);
     if probes.is_empty() {
         return Err(Failure::new(
@@ -201,11 +200,15 @@ pub fn local(config: &Config, path: &std::path::Path) -> Result<Verification, Fa
     })
 }
 
-/// The commit a release tag points at in the local repository, if it is there.
-fn tag_commit(config: &Config, tag: &str) -> Option<String> {
+/// The commit in the local repository that holds the staged release, if there is one:
+/// GitHub's raw URLs at that commit cannot be stale.
+fn release_commit(config: &Config, release: &StagedRelease) -> Option<String> {
     let repo = git2::Repository::discover(&config.root).ok()?;
-    let object = repo.revparse_single(&format!("refs/tags/{tag}")).ok()?;
-    Some(object.peel_to_commit().ok()?.id().to_string())
+    let branch = &config.sources.github.as_ref()?.branch;
+    let uploads = crate::publish::uploads_for(config, release, Source::Github);
+    let files = github::in_repository(&config.ota_files_in_repo(), &uploads);
+    git::find_release_commit(&repo, branch, &release.version().tag(), &files)
+        .map(|oid| oid.to_string())
 }
 
 /// Checks every probe, concurrently, until it serves a trusted release (the `expected`

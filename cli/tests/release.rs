@@ -576,3 +576,175 @@ fn a_version_file_with_more_than_the_bump_in_it_is_refused() {
     let (out, report) = release(&world, &["v1.0.0"]);
     assert_eq!(out.status.code(), Some(0), "{report:#}");
 }
+
+/// A tag push, as a team that releases from CI makes one: the version set and committed,
+/// that commit tagged, branch and tag pushed. Then the checkout GitHub Actions makes of
+/// it: the tag's commit, detached, and no local branch, only the remote's. Returns the
+/// tagged commit.
+fn push_a_tag(world: &World, version: &str) -> String {
+    let cargo = world.repo.root().join("firmware/Cargo.toml");
+    let text = std::fs::read_to_string(&cargo).unwrap();
+    std::fs::write(
+        &cargo,
+        text.replace("version = \"0.1.0\"", &format!("version = \"{version}\"")),
+    )
+    .unwrap();
+    world.run_git(&["commit", "-qam", &format!("Version {version}")]);
+    let tag = format!("v{version}");
+    world.run_git(&["tag", "-a", &tag, "-m", &tag]);
+    world.run_git(&["push", "-q", "origin", "main", &tag]);
+    world.run_git(&["checkout", "-q", "--detach", &tag]);
+    world.run_git(&["fetch", "-q", "origin"]);
+    world.run_git(&["branch", "-q", "-D", "main"]);
+    git(world, &["rev-parse", "HEAD"])
+}
+
+/// `clockrel release` as the workflow runs it on a tag push: no VERSION, the tag in
+/// GitHub's variables.
+fn release_pushed(world: &World, tag: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut all = vec!["--json", "release"];
+    all.extend_from_slice(extra);
+    all.extend_from_slice(&["--key", "secrets/release.key"]);
+    let out = world.run(
+        &all,
+        &[
+            ("GITHUB_REF_TYPE", "tag"),
+            ("GITHUB_REF_NAME", tag),
+            ("CI", "true"),
+        ],
+    );
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
+    (out, report)
+}
+
+#[test]
+fn a_pushed_tag_is_released_as_it_is_with_ota_files_committed_after_it() {
+    let world = world(&["1.0.0"]);
+    let source = push_a_tag(&world, "1.0.0");
+
+    let before = footprint(&world);
+    let (out, plan) = release_pushed(&world, "v1.0.0", &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{plan:#}");
+    assert_eq!(
+        footprint(&world),
+        before,
+        "the dry run changed the repository"
+    );
+
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert_eq!(report["verdict"], "published", "{report:#}");
+    assert_eq!(report["publish"]["verification"]["ok"], true);
+    assert_eq!(
+        tasks(&plan),
+        tasks(&report),
+        "the dry run listed other steps"
+    );
+
+    // The tag stays on the source; the release commit follows it on the branch and
+    // adds ota_files/ alone.
+    assert_eq!(world.git.tag_target("v1.0.0").unwrap(), source);
+    let release_commit = world.git.head_of("main").unwrap();
+    assert_ne!(release_commit, source);
+    assert_eq!(
+        git(&world, &["rev-parse", &format!("{release_commit}^")]),
+        source
+    );
+    assert_eq!(
+        git(
+            &world,
+            &["show", "--name-only", "--format=", &release_commit]
+        )
+        .lines()
+        .collect::<Vec<_>>(),
+        [
+            "ota_files/version.json",
+            "ota_files/wordclock-v1.0.0.bin",
+            "ota_files/wordclock.bin"
+        ]
+    );
+    assert_eq!(git(&world, &["rev-parse", "main"]), release_commit);
+    assert_eq!(
+        git(&world, &["rev-parse", "HEAD"]),
+        source,
+        "HEAD stays at the tag"
+    );
+    let image = world.staged("wordclock-v1.0.0.bin");
+    assert_eq!(world.s3.object("wordclock-v1.0.0.bin").unwrap(), image);
+    assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
+
+    // A re-run of the job, on a fresh checkout of the tag, where another build would
+    // make other bytes: it finds the release commit and builds nothing.
+    world.run_git(&["checkout", "-q", "-f", "--detach", "v1.0.0"]);
+    world.run_git(&["clean", "-qfd", "--", "ota_files"]);
+    assert!(!world.repo.root().join("ota_files/version.json").exists());
+    std::fs::write(
+        world.repo.root().join("elfs/wordclock-1.0.0.elf"),
+        FirmwareElf::new("1.0.0").secure_version(1).build(),
+    )
+    .unwrap();
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert!(
+        !local_outcomes(&report).iter().any(|o| o == "done"),
+        "the re-run did work again: {report:#}"
+    );
+    assert_eq!(world.git.head_of("main").unwrap(), release_commit);
+    assert_eq!(world.git.tag_target("v1.0.0").unwrap(), source);
+    assert_eq!(world.s3.object("wordclock-v1.0.0.bin").unwrap(), image);
+    assert_eq!(world.staged("wordclock-v1.0.0.bin"), image);
+}
+
+#[test]
+fn a_tag_that_does_not_mark_the_source_to_build_is_refused() {
+    // The version was never set in the tagged commit.
+    let world = world(&["1.0.0"]);
+    world.run_git(&["tag", "-a", "v1.0.0", "-m", "v1.0.0"]);
+    world.run_git(&["checkout", "-q", "--detach", "v1.0.0"]);
+    let before = footprint(&world);
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    let text = report.to_string();
+    assert!(
+        text.contains("firmware/Cargo.toml says 0.1.0, but the tag is v1.0.0"),
+        "{report:#}"
+    );
+    assert!(
+        text.contains("set 1.0.0 in firmware/Cargo.toml"),
+        "{report:#}"
+    );
+    assert_eq!(footprint(&world), before);
+
+    // HEAD elsewhere than the tag: the build would not be the tagged source.
+    let world = world_at_tag_behind_head();
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    assert!(
+        report.to_string().contains("git checkout v1.0.0"),
+        "{report:#}"
+    );
+
+    // No VERSION and no tag push: a usage error.
+    let out = world.run(
+        &["release", "--key", "secrets/release.key"],
+        &[("GITHUB_REF_TYPE", "branch"), ("GITHUB_REF_NAME", "main")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("clockrel release v2.9.0"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A tag pushed for 1.0.0, then a commit on top of it checked out.
+fn world_at_tag_behind_head() -> World {
+    let world = world(&["1.0.0"]);
+    push_a_tag(&world, "1.0.0");
+    world.run_git(&["checkout", "-q", "main"]);
+    std::fs::write(world.repo.root().join("NOTES.md"), "later\n").unwrap();
+    world.run_git(&["add", "NOTES.md"]);
+    world.run_git(&["commit", "-qm", "later"]);
+    world
+}

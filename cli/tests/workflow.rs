@@ -24,6 +24,8 @@ fn the_release_workflow_passes_actionlint_and_runs_clockrel_release() {
     let text = std::fs::read_to_string(&workflow).unwrap();
     for needle in [
         "clockrel release \"$VERSION\"",
+        "tags: [\"v*\"]",
+        "clockrel release --json",
         "secrets.CLOCKREL_SIGNING_KEY",
         "secrets.R2_ACCESS_KEY_ID",
         "secrets.R2_SECRET_ACCESS_KEY",

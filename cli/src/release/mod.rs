@@ -21,12 +21,12 @@ use serde::Serialize;
 use crate::check::CheckOptions;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
-use crate::ota_files::{OtaFiles, StagedRelease};
+use crate::ota_files::{MANIFEST, OtaFiles, StagedRelease};
 use crate::plan::{self, Outcome, Preflight, Record, Step, Task};
 use crate::progress::{Progress, Style};
 use crate::publish::{self, Commits, PublishOptions, PublishPlan, PublishReport};
 use crate::stage::{self, StageOptions};
-use crate::targets::github::git;
+use crate::targets::github::{self, git};
 use crate::version_file::VersionFile;
 
 mod build;
@@ -43,6 +43,9 @@ pub const DEFAULT_TOOLCHAIN: &str = "esp";
 #[derive(Debug, Clone)]
 pub struct ReleaseOptions {
     pub version: Version,
+    /// `--from-tag`: the tag exists and marks the source to build (a tag push); the
+    /// release commit follows it on the branch and holds `ota_files/` alone.
+    pub from_tag: bool,
     /// `--image` or `--elf`: no build.
     pub artifact: Option<Artifact>,
     pub only: Option<Source>,
@@ -141,8 +144,15 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         check: Preflight::CleanTree,
     }];
     local.push(Task::Preflight {
-        check: Preflight::OnBranch {
-            branch: branch.clone(),
+        check: if options.from_tag {
+            Preflight::TaggedSource {
+                tag: tag.clone(),
+                branch: branch.clone(),
+            }
+        } else {
+            Preflight::OnBranch {
+                branch: branch.clone(),
+            }
         },
     });
     local.push(Task::Preflight {
@@ -150,9 +160,11 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
             version: version.to_string(),
         },
     });
-    local.push(Task::Preflight {
-        check: Preflight::TagFree { tag: tag.clone() },
-    });
+    if !options.from_tag {
+        local.push(Task::Preflight {
+            check: Preflight::TagFree { tag: tag.clone() },
+        });
+    }
     for (source, _) in &publish.targets {
         local.push(Task::Preflight {
             check: Preflight::Credentials {
@@ -171,12 +183,25 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         });
     }
     let mut committed: Vec<String> = Vec::new();
-    if let Some(file) = &version_file {
-        local.push(Task::SetVersion {
-            file: in_repo(config, file.path()),
-            version: version.to_string(),
-        });
-        committed.extend(file.paths().iter().map(|p| in_repo(config, p)));
+    match &version_file {
+        // The tagged source is built as it is: its version is set before the tag.
+        Some(file) if options.from_tag => local.insert(
+            2,
+            Task::Preflight {
+                check: Preflight::VersionSet {
+                    file: in_repo(config, file.path()),
+                    version: version.to_string(),
+                },
+            },
+        ),
+        Some(file) => {
+            local.push(Task::SetVersion {
+                file: in_repo(config, file.path()),
+                version: version.to_string(),
+            });
+            committed.extend(file.paths().iter().map(|p| in_repo(config, p)));
+        }
+        None => {}
     }
     if !matches!(build, Build::Given(_)) {
         local.push(Task::Build {
@@ -195,7 +220,9 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         paths: committed,
         tag: tag.clone(),
     });
-    local.push(Task::Tag { tag });
+    if !options.from_tag {
+        local.push(Task::Tag { tag });
+    }
     Ok(ReleasePlan {
         version,
         local,
@@ -398,9 +425,67 @@ impl<'a> Local<'a> {
         }
     }
 
-    /// Builds, unless this version is staged already; returns what the stage reads.
+    /// `--from-tag`: this version's `ota_files/` from the release commit an earlier run
+    /// made after the tag (pushed or not), as (file name, bytes). A fresh checkout of
+    /// the tag then finishes the release with those bytes rather than building another
+    /// image of the same version.
+    fn committed_release(&self) -> Option<Vec<(String, Vec<u8>)>> {
+        if !self.options.from_tag {
+            return None;
+        }
+        let tip = git::branch_tip(&self.repo, &self.release_branch()).ok()?;
+        let source = git::tag_commit(&self.repo, &self.plan.version.tag())?;
+        if !self
+            .repo
+            .graph_descendant_of(tip.id(), source)
+            .unwrap_or(false)
+        {
+            return None;
+        }
+        let dir = tip
+            .tree()
+            .ok()?
+            .get_path(Path::new(&self.config.ota_files_in_repo()))
+            .ok()?
+            .to_object(&self.repo)
+            .ok()?
+            .peel_to_tree()
+            .ok()?;
+        let blob = |name: &str| {
+            let entry = dir.get_name(name)?;
+            Some(self.repo.find_blob(entry.id()).ok()?.content().to_vec())
+        };
+        let manifest = ota_core::Manifest::from_json(&blob(MANIFEST)?).ok()?;
+        if manifest.version != self.plan.version {
+            return None;
+        }
+        dir.iter()
+            .map(|entry| {
+                let name = entry.name().ok()?.to_owned();
+                let bytes = blob(&name)?;
+                Some((name, bytes))
+            })
+            .collect()
+    }
+
+    /// The branch the release commit goes on: the GitHub source's, else HEAD's.
+    fn release_branch(&self) -> String {
+        match &self.plan.branch {
+            Some(branch) => branch.clone(),
+            None => self
+                .repo
+                .head()
+                .ok()
+                .filter(git2::Reference::is_branch)
+                .and_then(|h| h.shorthand().ok().map(str::to_owned))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Builds, unless this version is staged (or, with `--from-tag`, committed) already;
+    /// returns what the stage reads.
     fn build(&self, progress: &Progress) -> Result<(Outcome, Option<Artifact>), Failed> {
-        if self.staged_release().is_some() {
+        if self.staged_release().is_some() || self.committed_release().is_some() {
             return Ok((Outcome::AlreadyThere, None));
         }
         match &self.plan.build {
@@ -442,6 +527,23 @@ impl<'a> Local<'a> {
         // Staged by an earlier run: the same version is never staged twice.
         if self.staged_release().is_some() {
             return Ok(Outcome::AlreadyThere);
+        }
+        if let Some(files) = self.committed_release() {
+            let dir = self.config.ota_files();
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| (format!("cannot make {}: {e}", dir.display()), None))?;
+            for (name, bytes) in &files {
+                crate::ota_files::write_atomic(&self.config.ota_files().join(name), bytes)
+                    .map_err(|e| (format!("cannot write ota_files/{name}: {e}"), None))?;
+            }
+            return match self.staged_release() {
+                Some(_) => Ok(Outcome::AlreadyThere),
+                None => Err((
+                    "the release commit after the tag holds an ota_files/ that does not verify"
+                        .to_owned(),
+                    None,
+                )),
+            };
         }
         let Some(artifact) = artifact else {
             return Err(("nothing was built to stage".to_owned(), None));
@@ -490,7 +592,13 @@ impl<'a> Local<'a> {
             .staged_release()
             .ok_or_else(|| ("the staged release does not verify".to_owned(), None))?;
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-        for path in self.plan.version_file.iter().flat_map(|f| f.paths()) {
+        // A tagged source carries its version already: the commit adds ota_files/ alone.
+        let bumped = self
+            .plan
+            .version_file
+            .iter()
+            .filter(|_| !self.options.from_tag);
+        for path in bumped.flat_map(|f| f.paths()) {
             let bytes = std::fs::read(path)
                 .map_err(|e| (format!("cannot read {}: {e}", path.display()), None))?;
             files.push((in_repo(self.config, path), bytes));
@@ -501,27 +609,28 @@ impl<'a> Local<'a> {
         } else {
             Source::R2
         };
+        let uploads = publish::uploads_for(self.config, &release, source);
         let dir = self.config.ota_files_in_repo();
-        for upload in publish::uploads_for(self.config, &release, source) {
-            files.push((format!("{dir}/{}", upload.name()), upload.bytes.to_vec()));
-        }
-        let branch = match &self.plan.branch {
-            Some(branch) => branch.clone(),
-            None => self
-                .repo
-                .head()
-                .ok()
-                .and_then(|h| h.shorthand().ok().map(str::to_owned))
-                .unwrap_or_default(),
-        };
+        files.extend(
+            github::in_repository(&dir, &uploads)
+                .into_iter()
+                .map(|(path, bytes)| (path, bytes.to_vec())),
+        );
         let tag = self.plan.version.tag();
         let files: Vec<(String, &[u8])> = files
             .iter()
             .map(|(p, b)| (p.clone(), b.as_slice()))
             .collect();
-        git::release_commit(&self.repo, &branch, &tag, &files, &format!("Release {tag}"))
-            .map(|(oid, outcome)| (outcome, oid))
-            .map_err(|e| (e, None))
+        git::release_commit(
+            &self.repo,
+            &self.release_branch(),
+            &tag,
+            &files,
+            &format!("Release {tag}"),
+            self.options.from_tag,
+        )
+        .map(|(oid, outcome)| (outcome, oid))
+        .map_err(|e| (e, None))
     }
 
     fn tag(&self, commit: Option<git2::Oid>) -> Result<Outcome, Failed> {

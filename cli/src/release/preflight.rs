@@ -42,6 +42,28 @@ impl Local<'_> {
             }
             Preflight::NewVersion { .. } => self.new_version(),
             Preflight::TagFree { tag } => self.tag_free(tag),
+            Preflight::TaggedSource { tag, .. } => self.tagged_source(tag),
+            Preflight::VersionSet { file, version } => {
+                let says = self
+                    .plan
+                    .version_file
+                    .as_ref()
+                    .map(|f| f.read().map_err(|e| (e.to_string(), None)))
+                    .transpose()?;
+                match says {
+                    Some(says) if says == self.plan.version => Ok(()),
+                    Some(says) => Err((
+                        format!(
+                            "{file} says {says}, but the tag is {}",
+                            self.plan.version.tag()
+                        ),
+                        Some(format!(
+                            "with --from-tag the tag marks the source that is built: set {version} in {file}, commit, and tag that commit"
+                        )),
+                    )),
+                    None => Ok(()),
+                }
+            }
             Preflight::Credentials { source } => {
                 let missing = match Source::parse(source) {
                     Some(Source::Github) => Github::from_env(self.config).err(),
@@ -88,7 +110,11 @@ impl Local<'_> {
                 }
             }
             // A staged version is not built again: no toolchain is needed to finish it.
-            Preflight::Toolchain { .. } if self.staged_release().is_some() => Ok(()),
+            Preflight::Toolchain { .. }
+                if self.staged_release().is_some() || self.committed_release().is_some() =>
+            {
+                Ok(())
+            }
             Preflight::Toolchain { toolchain } => {
                 // rustup resolves the name as cargo +NAME will (`stable`, `esp`, ...).
                 let ran = Command::new("rustup")
@@ -214,9 +240,12 @@ impl Local<'_> {
             .repo
             .tag_names(Some("v*"))
             .map_err(|e| (e.message().to_owned(), None))?;
+        // This release's own tag is judged by the tag checks, not here.
+        let own = version.tag();
         let last_tag = tags
             .iter()
             .flatten()
+            .filter(|t| *t != Some(own.as_str()))
             .filter_map(|t| t?.parse::<Version>().ok())
             .max_by(|a, b| a.precedence(b));
         for (what, other) in [("the last tag", last_tag), ("the staged release", staged)] {
@@ -228,6 +257,57 @@ impl Local<'_> {
                     Some("release a higher version; devices never go back".to_owned()),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `--from-tag`: the tag marks a commit of the release branch, and HEAD is at it so
+    /// the build is of that source (unless nothing is left to build).
+    fn tagged_source(&self, tag: &str) -> Result<(), Failed> {
+        let Some(source) = git::tag_commit(&self.repo, tag) else {
+            return Err((
+                format!("there is no tag {tag} to release from"),
+                Some(format!(
+                    "tag the source and push the tag (`git tag -a {tag} -m {tag} && git push origin {tag}`), or release without --from-tag, which makes the tag"
+                )),
+            ));
+        };
+        let branch = self.release_branch();
+        let tip = git::branch_tip(&self.repo, &branch)
+            .map_err(|e| (e, Some(format!("fetch it: git fetch origin {branch}"))))?;
+        let on_branch = tip.id() == source
+            || self
+                .repo
+                .graph_descendant_of(tip.id(), source)
+                .unwrap_or(false);
+        if !on_branch {
+            return Err((
+                format!(
+                    "tag {tag} marks {}, which is not on {branch}",
+                    git::short(source)
+                ),
+                Some(format!(
+                    "tag a commit of {branch}: the release commit follows it there"
+                )),
+            ));
+        }
+        let head = self
+            .repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(|e| (e.message().to_owned(), None))?
+            .id();
+        let nothing_to_build =
+            self.staged_release().is_some() || self.committed_release().is_some();
+        if head != source && !nothing_to_build {
+            return Err((
+                format!(
+                    "HEAD is at {}, not at {} which tag {tag} marks: the build would not be the tagged source",
+                    git::short(head),
+                    git::short(source)
+                ),
+                Some(format!("git checkout {tag}")),
+            ));
         }
         Ok(())
     }

@@ -35,9 +35,10 @@ fn text(e: git2::Error) -> String {
     e.message().to_owned()
 }
 
-/// The commit that holds the release's `files` (paths in the repository and bytes):
-/// the tag's commit if the tag exists and holds them (a rerun), else the commit on
-/// `branch` that brought them if its tip holds them, else a new commit on `branch`.
+/// The commit that holds the release's `files` (paths in the repository and bytes),
+/// found by [`find_release_commit`] (a re-run), else made on `branch`: on HEAD, which
+/// must be on `branch`; or, when `tag` marks the release's source
+/// (`release --from-tag`), on the branch's tip, which must contain that source.
 /// Nothing else the user staged is committed.
 pub fn release_commit(
     repo: &Repository,
@@ -45,31 +46,100 @@ pub fn release_commit(
     tag: &str,
     files: &[(String, &[u8])],
     message: &str,
+    tag_marks_source: bool,
 ) -> Result<(Oid, Outcome), String> {
-    if let Ok(tagged) = repo.revparse_single(&format!("refs/tags/{tag}")) {
-        let at = tagged.peel_to_commit().map_err(text)?;
-        return if holds(repo, &at, files) {
-            Ok((at.id(), Outcome::AlreadyThere))
-        } else {
-            Err(format!(
+    if let Some(found) = find_release_commit(repo, branch, tag, files) {
+        return Ok((found, Outcome::AlreadyThere));
+    }
+    let tagged = tag_commit(repo, tag);
+    let parent = match tagged {
+        Some(source) if tag_marks_source => {
+            let tip = branch_tip(repo, branch)?;
+            if !(tip.id() == source || repo.graph_descendant_of(tip.id(), source).unwrap_or(false))
+            {
+                return Err(format!(
+                    "tag {tag} marks {}, which is not on {branch}: tag a commit of {branch}",
+                    short(source)
+                ));
+            }
+            tip
+        }
+        Some(at) => {
+            return Err(format!(
                 "tag {tag} already points at {}, which does not hold this release",
-                short(at.id())
-            ))
-        };
-    }
-    let head = repo.head().map_err(text)?;
-    let on = head.shorthand().ok().filter(|_| head.is_branch());
-    if on != Some(branch) {
-        return Err(format!(
-            "the repository is on {}, but releases go on {branch}",
-            on.unwrap_or("a detached HEAD")
-        ));
-    }
-    let parent = head.peel_to_commit().map_err(text)?;
-    if let Some(made) = brought(repo, &parent, files) {
-        return Ok((made, Outcome::AlreadyThere));
-    }
+                short(at)
+            ));
+        }
+        None if tag_marks_source => {
+            return Err(format!("there is no tag {tag} to release from"));
+        }
+        None => {
+            let head = repo.head().map_err(text)?;
+            let on = head.shorthand().ok().filter(|_| head.is_branch());
+            if on != Some(branch) {
+                return Err(format!(
+                    "the repository is on {}, but releases go on {branch}",
+                    on.unwrap_or("a detached HEAD")
+                ));
+            }
+            head.peel_to_commit().map_err(text)?
+        }
+    };
+    commit_files(repo, branch, &parent, files, message).map(|oid| (oid, Outcome::Done))
+}
 
+/// The commit that already holds the release's `files`, made by an earlier run: the
+/// tag's commit if it holds them; else the commit on `branch` that brought them, after
+/// the tag's commit when there is a tag (one that marks the source).
+pub fn find_release_commit(
+    repo: &Repository,
+    branch: &str,
+    tag: &str,
+    files: &[(String, &[u8])],
+) -> Option<Oid> {
+    let tagged = tag_commit(repo, tag);
+    if let Some(at) = tagged
+        && holds(repo, &repo.find_commit(at).ok()?, files)
+    {
+        return Some(at);
+    }
+    let made = brought(repo, &branch_tip(repo, branch).ok()?, files)?;
+    match tagged {
+        Some(source) => repo
+            .graph_descendant_of(made, source)
+            .unwrap_or(false)
+            .then_some(made),
+        None => Some(made),
+    }
+}
+
+/// The commit `tag` marks, if the tag exists.
+pub fn tag_commit(repo: &Repository, tag: &str) -> Option<Oid> {
+    repo.revparse_single(&format!("refs/tags/{tag}"))
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id())
+        .ok()
+}
+
+/// The tip of the local `branch`, else of `origin/branch`: a CI checkout of a tag has
+/// only the remote's branch (a release commit made on it creates the local one).
+pub fn branch_tip<'r>(repo: &'r Repository, branch: &str) -> Result<git2::Commit<'r>, String> {
+    repo.find_branch(branch, git2::BranchType::Local)
+        .or_else(|_| repo.find_branch(&format!("origin/{branch}"), git2::BranchType::Remote))
+        .and_then(|b| b.get().peel_to_commit())
+        .map_err(|_| format!("there is no branch {branch}, nor origin/{branch}"))
+}
+
+/// Commits `files` over `parent`'s tree on `branch`. When HEAD is on `branch`, the work
+/// tree and index follow the commit for these paths, and only these; else (a detached
+/// HEAD at a tagged source) only the branch moves.
+fn commit_files(
+    repo: &Repository,
+    branch: &str,
+    parent: &git2::Commit<'_>,
+    files: &[(String, &[u8])],
+    message: &str,
+) -> Result<Oid, String> {
     let mut tree = git2::Index::new().map_err(text)?;
     tree.read_tree(&parent.tree().map_err(text)?)
         .map_err(text)?;
@@ -82,18 +152,25 @@ pub fn release_commit(
         .find_tree(tree.write_tree_to(repo).map_err(text)?)
         .map_err(text)?;
     let signature = signature(repo)?;
+    let branch_ref = format!("refs/heads/{branch}");
+    let on_branch = repo
+        .head()
+        .ok()
+        .is_some_and(|h| h.is_branch() && h.name().ok() == Some(branch_ref.as_str()));
+    let update = if on_branch { "HEAD" } else { &branch_ref };
     let commit = repo
         .commit(
-            Some("HEAD"),
+            Some(update),
             &signature,
             &signature,
             message,
             &tree,
-            &[&parent],
+            &[parent],
         )
         .map_err(text)?;
-
-    // The work tree and index follow the commit for these paths, and only these.
+    if !on_branch {
+        return Ok(commit);
+    }
     let workdir = repo
         .workdir()
         .ok_or("the repository has no work tree")?
@@ -107,7 +184,7 @@ pub fn release_commit(
         index.add_path(std::path::Path::new(path)).map_err(text)?;
     }
     index.write().map_err(text)?;
-    Ok((commit, Outcome::Done))
+    Ok(commit)
 }
 
 fn index_entry(path: &str, blob: Oid, len: usize) -> git2::IndexEntry {

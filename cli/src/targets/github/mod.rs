@@ -27,6 +27,8 @@ pub struct Github {
     /// The config sits at the work tree's root (see [`Config::is_at_root_of`]).
     at_repo_root: bool,
     source: GithubSource,
+    /// `ota_files/` as the repository names it: where the raw URLs read the release.
+    dir: String,
     token: Secret,
     redactor: Redactor,
 }
@@ -50,6 +52,7 @@ impl Github {
             at_repo_root: Repository::discover(&config.root)
                 .is_ok_and(|repo| config.is_at_root_of(repo.workdir())),
             source,
+            dir: config.ota_files_in_repo(),
             token,
             redactor,
         })
@@ -132,6 +135,7 @@ impl Github {
             ));
         }
         let remote = git::Remote::new(&repo, &self.source.git_url(), &self.token);
+        let files = in_repository(&self.dir, uploads);
         let mut commit = None;
         let mut remote_refs: Option<Vec<(String, git2::Oid)>> = None;
         while let Some(task) = record.next().cloned() {
@@ -149,27 +153,20 @@ impl Github {
             let what = task.to_string();
             progress.step(&what);
             match &task {
-                Task::Commit { branch, dir, tag } => {
-                    let files: Vec<(String, &[u8])> = uploads
-                        .iter()
-                        .map(|u| (format!("{dir}/{}", u.name()), u.bytes.as_ref()))
-                        .collect();
+                Task::Commit { branch, tag, .. } => {
+                    let message = format!("Release {tag}");
                     let (oid, outcome) =
-                        git::release_commit(&repo, branch, tag, &files, &format!("Release {tag}"))
+                        git::release_commit(&repo, branch, tag, &files, &message, false)
                             .map_err(|e| fail(record, "commit", &e, None))?;
                     commit = Some(oid);
                     record.finish(outcome, Some(git::short(oid)));
                 }
                 Task::PushBranch { branch, tag, .. } => {
-                    // Made here, or before the target ran (`release`): then the tag has it.
-                    let tagged = || {
-                        repo.revparse_single(&format!("refs/tags/{tag}"))
-                            .and_then(|o| o.peel_to_commit())
-                            .map(|c| c.id())
-                            .ok()
-                    };
-                    let Some(release_commit) = commit.or_else(tagged) else {
-                        let why = format!("no commit is tagged {tag}");
+                    // Made here, or before the target ran (`release`): then the tag marks
+                    // it, or, when the tag marks the source, it follows the tag.
+                    let found = || git::find_release_commit(&repo, branch, tag, &files);
+                    let Some(release_commit) = commit.or_else(found) else {
+                        let why = format!("no commit holds the release {tag}");
                         return Err(fail(record, &what, &why, None));
                     };
                     commit = Some(release_commit);
@@ -449,6 +446,15 @@ impl Github {
             other => TargetError::new(step, self.redactor.scrub(&other.to_string())),
         }
     }
+}
+
+/// The release's files at their paths in the repository (`dir` is `ota_files/` as the
+/// repository names it): what a release commit holds and the raw URLs serve.
+pub fn in_repository<'u>(dir: &str, uploads: &'u [Upload]) -> Vec<(String, &'u [u8])> {
+    uploads
+        .iter()
+        .map(|u| (format!("{dir}/{}", u.name()), u.bytes.as_ref()))
+        .collect()
 }
 
 const UPLOAD_URL_HINT: &str = "set [sources.github] upload_url in clockrel.toml to the uploads host your GitHub names (GitHub Enterprise has one of its own)";
