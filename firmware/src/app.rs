@@ -15,9 +15,14 @@ use ota_core::mqtt::{
 };
 use ota_core::policy::{self, Decision};
 
-/// Sends one MQTT message; the client behind it queues and reconnects on its own.
+/// Sends MQTT messages; the client behind it queues and reconnects on its own. A
+/// retained message is state: it may be delayed (the latest of a topic wins) but never
+/// lost; others (progress) may be dropped when the client's queue is full.
 pub trait Publisher: Send + Sync {
     fn publish(&self, topic: &str, payload: &[u8], retain: bool);
+    /// Waits, at most `within`, until the broker has acknowledged everything published;
+    /// whether it has.
+    fn flush(&self, within: std::time::Duration) -> bool;
 }
 
 /// The engine over the device's own ports (HTTP, slots), and the reboot.
@@ -251,6 +256,7 @@ impl Shared {
                     offer.manifest.firmware_size,
                     offer.manifest.firmware_size,
                 ));
+                self.publisher.flush(mqtt::REBOOT_FLUSH);
                 self.updater.reboot();
             }
             Err(error) => self.fail(&error),

@@ -183,7 +183,6 @@ fn run() -> Result<(), EspError> {
                     running,
                     timeouts: Timeouts::default(),
                 }),
-                publisher: Arc::clone(&publisher),
             }),
             Box::new(store),
         );
@@ -443,11 +442,10 @@ impl Slots for ChipSlots {
     }
 }
 
-/// The engine over the chip's HTTP and slots; a reboot is a restart once the last
-/// messages (the "rebooting" status) have left.
+/// The engine over the chip's HTTP and slots; a reboot is a restart (the app has
+/// flushed its messages first).
 struct ChipUpdater {
     engine: Engine,
-    publisher: Arc<ChipPublisher>,
 }
 
 impl Updater for ChipUpdater {
@@ -472,12 +470,6 @@ impl Updater for ChipUpdater {
     }
 
     fn reboot(&self) {
-        // enqueue only fills ESP-IDF's outbox: without this, Home Assistant would keep
-        // the retained "installing" state of a device that already restarted.
-        let until = Instant::now() + Duration::from_secs(5);
-        while self.publisher.client().get_outbox_size() > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(100));
-        }
         esp_idf_svc::hal::reset::restart();
     }
 }
@@ -599,5 +591,18 @@ impl Publisher for ChipPublisher {
         {
             log::warn!("mqtt: cannot queue {topic}: {e}");
         }
+    }
+
+    fn flush(&self, within: Duration) -> bool {
+        // enqueue only fills ESP-IDF's outbox, which holds each QoS 1 message until the
+        // broker acknowledges it.
+        let until = Instant::now() + within;
+        while self.client().get_outbox_size() > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
     }
 }

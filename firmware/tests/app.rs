@@ -31,7 +31,17 @@ impl Publisher for Recorder {
             .unwrap()
             .push((topic.to_owned(), text, retain));
     }
+
+    /// Logged as a message on [`FLUSHED`], to be found in order among the others.
+    fn flush(&self, _within: std::time::Duration) -> bool {
+        self.publish(FLUSHED, b"", false);
+        true
+    }
 }
+
+/// Not topics: where the recorder logs a flush, and a reboot.
+const FLUSHED: &str = "(flush)";
+const REBOOTED: &str = "(reboot)";
 
 impl Recorder {
     fn on(&self, topic: &str) -> Vec<String> {
@@ -50,6 +60,8 @@ struct Stepped {
     checks: AtomicUsize,
     installs: AtomicUsize,
     reboots: AtomicUsize,
+    /// The messages' log, where a reboot is logged too, on [`REBOOTED`].
+    log: Arc<Recorder>,
 }
 
 /// A manifest as the engine hands it on: signed by a key the device trusts.
@@ -112,6 +124,7 @@ impl Updater for Stepped {
 
     fn reboot(&self) {
         self.reboots.fetch_add(1, Ordering::SeqCst);
+        self.log.publish(REBOOTED, b"", false);
     }
 }
 
@@ -132,6 +145,7 @@ fn rig(decision: Decision, store: MemoryStore) -> Rig {
         checks: AtomicUsize::new(0),
         installs: AtomicUsize::new(0),
         reboots: AtomicUsize::new(0),
+        log: recorder.clone(),
     });
     let topics = Topics::new("clock1").unwrap();
     let device = Device {
@@ -217,6 +231,13 @@ fn an_install_reports_progress_and_reboots() {
     assert_eq!(states.iter().filter(|s| *s == "downloading").count(), 10);
     assert_eq!(states.last().unwrap(), "rebooting");
     assert_eq!(rig.updater.reboots.load(Ordering::SeqCst), 1);
+    // The broker has the last status before the reboot.
+    let log = rig.recorder.0.lock().unwrap().clone();
+    let tail: Vec<&str> = log[log.len() - 3..]
+        .iter()
+        .map(|(t, _, _)| t.as_str())
+        .collect();
+    assert_eq!(tail, ["home/clock1/ota/progress", FLUSHED, REBOOTED]);
     let state: serde_json::Value =
         serde_json::from_str(rig.recorder.on("home/clock1/ota/state").last().unwrap()).unwrap();
     assert_eq!(state["latest_version"], "2.0.0");

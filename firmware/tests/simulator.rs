@@ -106,9 +106,25 @@ fn an_install_over_mqtt_reboots_the_simulator_into_the_new_version() {
         (V2_FILE, &release.image),
     ]);
     let sim = start(&release, &r2, &broker, &[]);
-    watch(&broker, |topic, payload| {
+    let seen = watch(&broker, |topic, payload| {
         topic == "home/clock1/ota/version" && payload.contains("\"2.0.0\"")
     });
+    // What the device said before it rebooted reached the broker: its last status and
+    // the sources it used, which the reboot used to cut off.
+    let said = |topic: &str, part: &str| {
+        seen.iter()
+            .any(|(t, p)| t == &format!("home/clock1/{topic}") && p.contains(part))
+    };
+    assert!(said("ota/progress", "\"rebooting\""), "{seen:#?}");
+    assert!(
+        said("ota/attributes", "\"source_used\":[\"r2\"]"),
+        "{seen:#?}"
+    );
+    // The retained state is no install in progress, on the new version.
+    let retained = watch_mqtt(broker.port(), &["home/clock1/ota/state"], |_, _, _| true);
+    let state: serde_json::Value = serde_json::from_str(&retained[0].1).unwrap();
+    assert_eq!(state["installed_version"], "2.0.0", "{state}");
+    assert_eq!(state["in_progress"], false, "{state}");
     let flash = sim.stop();
     assert_eq!(
         boots_into(flash),

@@ -5,8 +5,8 @@
 use ota_core::engine::{Attempt, Failure, Source, UpdateError};
 use ota_core::mqtt::{
     Attributes, Command, DeviceIdError, MAX_DEVICE_ID, MAX_PAYLOAD, MAX_REASON,
-    MAX_RELEASE_SUMMARY, PAYLOAD_INSTALL, PayloadError, SOURCE_OPTIONS, SourceStatus, State,
-    Status, Topics, UpdateState, VersionInfo, parse_command, parse_source, percent,
+    MAX_RELEASE_SUMMARY, Outbox, PAYLOAD_INSTALL, PayloadError, SOURCE_OPTIONS, SourceStatus,
+    State, Status, Topics, UpdateState, VersionInfo, parse_command, parse_source, percent,
     select_discovery, update_discovery,
 };
 use ota_core::policy::Refusal;
@@ -801,4 +801,63 @@ proptest! {
             ),
         }
     }
+}
+
+/// A client queue that takes `room` messages, recording what it took.
+fn queue_of(room: usize, taken: &mut Vec<(String, String)>) -> impl FnMut(&str, &[u8]) -> bool {
+    let mut room = room;
+    move |topic, payload| {
+        if room == 0 {
+            return false;
+        }
+        room -= 1;
+        taken.push((
+            topic.to_owned(),
+            String::from_utf8_lossy(payload).into_owned(),
+        ));
+        true
+    }
+}
+
+#[test]
+fn retained_state_waits_for_room_in_the_queue_and_only_the_latest_is_sent() {
+    let mut outbox = Outbox::default();
+    outbox.retain("state", b"63 %");
+    outbox.retain("attributes", b"error");
+    outbox.retain("state", b"idle");
+    let mut taken = Vec::new();
+    outbox.drain(&mut queue_of(0, &mut taken));
+    assert_eq!(outbox.owed(), 2, "a full queue loses nothing");
+    outbox.drain(&mut queue_of(1, &mut taken));
+    outbox.drain(&mut queue_of(5, &mut taken));
+    assert_eq!(
+        taken,
+        [
+            ("state".to_owned(), "idle".to_owned()),
+            ("attributes".to_owned(), "error".to_owned())
+        ],
+        "first owed first, each topic's latest payload only"
+    );
+    assert_eq!(outbox.owed(), 0);
+}
+
+#[test]
+fn the_outbox_is_flushed_once_the_broker_acknowledged_everything() {
+    let mut outbox = Outbox::default();
+    assert!(outbox.is_flushed());
+    outbox.retain("state", b"rebooting");
+    assert!(!outbox.is_flushed(), "owed");
+    outbox.drain(&mut queue_of(1, &mut Vec::new()));
+    outbox.queued();
+    assert!(!outbox.is_flushed(), "queued, not acknowledged");
+    outbox.acked();
+    assert!(!outbox.is_flushed(), "one of two acknowledged");
+    outbox.acked();
+    assert!(outbox.is_flushed());
+    outbox.acked();
+    assert!(outbox.is_flushed(), "a stray acknowledgement is harmless");
+    // A lost connection takes the unacknowledged with it; nothing waits for them.
+    outbox.queued();
+    outbox.disconnected();
+    assert!(outbox.is_flushed());
 }

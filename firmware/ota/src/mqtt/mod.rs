@@ -8,6 +8,9 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+mod outbox;
+pub use outbox::Outbox;
+
 use crate::engine::{Source, UpdateError};
 use crate::{Manifest, Version};
 
@@ -32,6 +35,10 @@ pub const OFFLINE: &str = "offline";
 pub const DISCOVERY_PREFIX: &str = "homeassistant";
 /// The sources the Home Assistant select offers, by [`Source::name`].
 pub const SOURCE_OPTIONS: [Source; 2] = [Source::Github, Source::R2];
+/// How long a device waits, before it reboots, for the broker to have every message it
+/// sent (its last status, the retained state), so Home Assistant does not keep an
+/// install "in progress" on a device that restarted.
+pub const REBOOT_FLUSH: core::time::Duration = core::time::Duration::from_secs(5);
 /// Named as `origin` in discovery configs, so Home Assistant shows who made them.
 const ORIGIN: &str = "clockrel";
 
