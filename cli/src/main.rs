@@ -143,7 +143,7 @@ struct ReleaseArgs {
     /// Release the source the existing tag vVERSION marks (pushed to start the
     /// release): build it as it is, its version already set, and commit ota_files/
     /// after it on the branch; the tag stays where it is
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["image", "elf"])]
     from_tag: bool,
 
     /// Release this app image instead of building

@@ -427,6 +427,12 @@ fn report(
 
 /// The report as people read it.
 pub fn render(report: &PublishReport) -> String {
+    render_finishing(report, None)
+}
+
+/// The report as people read it, naming `again` (when given) as the command that
+/// finishes a partial publish.
+pub fn render_finishing(report: &PublishReport, again: Option<&str>) -> String {
     let mut out = String::new();
     let verb = if report.verdict == Verdict::Planned {
         "plan for publishing"
@@ -521,9 +527,10 @@ pub fn render(report: &PublishReport) -> String {
             } else {
                 live.join(" and ")
             };
-            let again = match failed.as_slice() {
-                [one] => format!("clockrel publish --only {one}"),
-                _ => "clockrel publish".to_owned(),
+            let again = match (again, failed.as_slice()) {
+                (Some(again), _) => again.to_owned(),
+                (None, [one]) => format!("clockrel publish --only {one}"),
+                (None, _) => "clockrel publish".to_owned(),
             };
             writeln!(
                 out,

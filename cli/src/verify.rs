@@ -207,7 +207,7 @@ fn release_commit(config: &Config, release: &StagedRelease) -> Option<String> {
     let branch = &config.sources.github.as_ref()?.branch;
     let uploads = crate::publish::uploads_for(config, release, Source::Github);
     let files = github::in_repository(&config.ota_files_in_repo(), &uploads);
-    git::find_release_commit(&repo, branch, &release.version().tag(), &files)
+    git::find_release_commit(&repo, branch, &release.version().tag(), &files, true)
         .map(|oid| oid.to_string())
 }
 

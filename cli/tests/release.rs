@@ -410,6 +410,11 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
             "one release commit"
         );
         assert_eq!(git(&world, &["tag", "--list"]), "v1.0.0");
+        assert_eq!(
+            git(&world, &["status", "--porcelain"]),
+            "",
+            "the index and work tree follow the release commit"
+        );
         let bumps = git(&world, &["log", "--format=%s", "--", "firmware/Cargo.toml"]);
         assert_eq!(
             bumps.lines().collect::<Vec<_>>(),
@@ -674,10 +679,21 @@ fn a_pushed_tag_is_released_as_it_is_with_ota_files_committed_after_it() {
     assert_eq!(world.s3.object("wordclock-v1.0.0.bin").unwrap(), image);
     assert_eq!(world.repo.manifest().version.to_string(), "1.0.0");
 
-    // A re-run of the job, on a fresh checkout of the tag, where another build would
-    // make other bytes: it finds the release commit and builds nothing.
+    // The same command again, here: everything is there.
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert!(
+        !local_outcomes(&report).iter().any(|o| o == "done"),
+        "the re-run did work again: {report:#}"
+    );
+
+    // A re-run of the job, on a fresh checkout of the tag (no local branch, the
+    // remote's fetched), where another build would make other bytes: it finds the
+    // release commit and builds nothing.
     world.run_git(&["checkout", "-q", "-f", "--detach", "v1.0.0"]);
     world.run_git(&["clean", "-qfd", "--", "ota_files"]);
+    world.run_git(&["branch", "-q", "-D", "main"]);
+    world.run_git(&["fetch", "-q", "origin"]);
     assert!(!world.repo.root().join("ota_files/version.json").exists());
     std::fs::write(
         world.repo.root().join("elfs/wordclock-1.0.0.elf"),
@@ -747,4 +763,113 @@ fn world_at_tag_behind_head() -> World {
     world.run_git(&["add", "NOTES.md"]);
     world.run_git(&["commit", "-qm", "later"]);
     world
+}
+
+#[test]
+fn a_pushed_tag_with_an_uncommitted_bump_or_off_the_branch_is_refused() {
+    // The version set in the work tree but not in the tagged commit: the build would be
+    // of a source no commit records.
+    let unrecorded = world(&["1.0.0"]);
+    unrecorded.run_git(&["tag", "-a", "v1.0.0", "-m", "v1.0.0"]);
+    unrecorded.run_git(&["checkout", "-q", "--detach", "v1.0.0"]);
+    let text = std::fs::read_to_string(cargo_of(&unrecorded)).unwrap();
+    std::fs::write(cargo_of(&unrecorded), text.replace("0.1.0", "1.0.0")).unwrap();
+    let (out, report) = release_pushed(&unrecorded, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    assert!(
+        report
+            .to_string()
+            .contains("changes a release would not commit: firmware/Cargo.toml"),
+        "{report:#}"
+    );
+    assert!(unrecorded.s3.object("version.json").is_none());
+
+    // A tag on a commit that is not on the release branch.
+    let world = world(&["1.0.0"]);
+    world.run_git(&["checkout", "-q", "-b", "elsewhere"]);
+    let text = std::fs::read_to_string(cargo_of(&world)).unwrap();
+    std::fs::write(cargo_of(&world), text.replace("0.1.0", "1.0.0")).unwrap();
+    world.run_git(&["commit", "-qam", "Version 1.0.0 elsewhere"]);
+    world.run_git(&["tag", "-a", "v1.0.0", "-m", "v1.0.0"]);
+    world.run_git(&["checkout", "-q", "--detach", "v1.0.0"]);
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(3), "{report:#}");
+    assert!(
+        report.to_string().contains("which is not on main"),
+        "{report:#}"
+    );
+}
+
+fn cargo_of(world: &World) -> std::path::PathBuf {
+    world.repo.root().join("firmware/Cargo.toml")
+}
+
+#[test]
+fn another_build_of_a_pushed_tag_is_refused_beside_its_release_commit() {
+    let world = world(&["1.0.0"]);
+    push_a_tag(&world, "1.0.0");
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let release_commit = world.git.head_of("main").unwrap();
+    let image = world.staged("wordclock-v1.0.0.bin");
+
+    // Someone builds and stages the same version again here, from the same tag: its
+    // bytes differ (another build), and must not go out beside the published ones.
+    let root = world.repo.root().to_owned();
+    std::fs::write(
+        root.join("build/wordclock.elf"),
+        FirmwareElf::new("1.0.0").secure_version(1).build(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(root.join("ota_files")).unwrap();
+    let out = world.run(
+        &[
+            "stage",
+            "v1.0.0",
+            "--elf",
+            "build/wordclock.elf",
+            "--key",
+            "secrets/release.key",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(world.staged("wordclock-v1.0.0.bin"), image);
+
+    let (out, report) = release_pushed(&world, "v1.0.0", &[]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert!(
+        report
+            .to_string()
+            .contains("ota_files/ holds another build of v1.0.0"),
+        "{report:#}"
+    );
+    assert_eq!(world.git.head_of("main").unwrap(), release_commit);
+    assert_eq!(world.s3.object("wordclock-v1.0.0.bin").unwrap(), image);
+}
+
+#[test]
+fn a_release_behind_the_remote_finishes_after_the_hints_pull() {
+    let world = world(&["1.0.0"]);
+    world.git.advance("main", "CHANGELOG.md", b"someone else\n");
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(6), "{report:#}");
+    let github = target(&report["publish"], "github");
+    assert!(
+        github["error"]["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pull"),
+        "{github:#}"
+    );
+    let release_commit = git(&world, &["rev-parse", "v1.0.0^{commit}"]);
+
+    // Following the hint merges the remote's work over the release commit.
+    world.run_git(&["pull", "-q", "--no-rebase", "--no-edit", "origin", "main"]);
+    let (out, report) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    let merge = git(&world, &["rev-parse", "HEAD"]);
+    assert_eq!(world.git.head_of("main").unwrap(), merge);
+    assert_eq!(world.git.tag_target("v1.0.0").unwrap(), release_commit);
+    assert_eq!(git(&world, &["status", "--porcelain"]), "");
 }

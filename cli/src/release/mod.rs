@@ -65,6 +65,7 @@ pub struct ReleasePlan {
     build: Build,
     version_file: Option<VersionFile>,
     branch: Option<String>,
+    from_tag: bool,
 }
 
 /// How a release ended, as a whole; `--json` gives it as one word.
@@ -103,6 +104,8 @@ pub struct ReleaseReport {
     /// The SemVer, as the manifest and the other commands' reports give it.
     pub version: Version,
     pub tag: String,
+    /// `--from-tag`: the tag marks the source; the release commit follows it.
+    pub from_tag: bool,
     pub verdict: ReleaseVerdict,
     /// The steps on this machine.
     pub steps: Vec<Step>,
@@ -114,6 +117,12 @@ pub struct ReleaseReport {
 }
 
 impl ReleaseReport {
+    /// The command that makes (or finishes) this release.
+    pub fn command(&self) -> String {
+        let from_tag = if self.from_tag { " --from-tag" } else { "" };
+        format!("clockrel release {}{from_tag}", self.tag)
+    }
+
     pub fn exit(&self) -> Exit {
         match self.verdict {
             ReleaseVerdict::Planned => Exit::Success,
@@ -230,6 +239,7 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         build,
         version_file,
         branch,
+        from_tag: options.from_tag,
     })
 }
 
@@ -238,6 +248,7 @@ impl ReleasePlan {
         ReleaseReport {
             version: self.version.clone(),
             tag: self.version.tag(),
+            from_tag: self.from_tag,
             verdict: ReleaseVerdict::Planned,
             steps: plan::planned(&self.local),
             publish: Some(self.publish.planned()),
@@ -322,6 +333,7 @@ pub async fn run(
         return Ok(ReleaseReport {
             version: plan.version.clone(),
             tag: plan.version.tag(),
+            from_tag: plan.from_tag,
             verdict,
             steps,
             publish: None,
@@ -348,6 +360,7 @@ pub async fn run(
     Ok(ReleaseReport {
         version: plan.version.clone(),
         tag: plan.version.tag(),
+        from_tag: plan.from_tag,
         verdict: ReleaseVerdict::Published(report.verdict),
         steps,
         publish: Some(report),
@@ -460,6 +473,7 @@ impl<'a> Local<'a> {
             return None;
         }
         dir.iter()
+            .filter(|entry| entry.kind() == Some(git2::ObjectType::Blob))
             .map(|entry| {
                 let name = entry.name().ok()?.to_owned();
                 let bytes = blob(&name)?;
@@ -524,12 +538,27 @@ impl<'a> Local<'a> {
     }
 
     fn stage(&mut self, artifact: Option<Artifact>) -> Result<Outcome, Failed> {
-        // Staged by an earlier run: the same version is never staged twice.
-        if self.staged_release().is_some() {
-            return Ok(Outcome::AlreadyThere);
-        }
+        // With --from-tag, a release commit after the tag decides: what it holds is what
+        // devices may already have, and another build must not go out beside it.
         if let Some(files) = self.committed_release() {
             let dir = self.config.ota_files();
+            if self.staged_release().is_some() {
+                let same = files.iter().all(|(name, bytes)| {
+                    std::fs::read(dir.join(name)).ok().as_ref() == Some(bytes)
+                });
+                return if same {
+                    Ok(Outcome::AlreadyThere)
+                } else {
+                    Err((
+                        format!(
+                            "ota_files/ holds another build of {} than the release commit on {}",
+                            self.plan.version.tag(),
+                            self.release_branch()
+                        ),
+                        Some("restore it from that commit (`git checkout <branch> -- ota_files`) and run again".to_owned()),
+                    ))
+                };
+            }
             std::fs::create_dir_all(&dir)
                 .map_err(|e| (format!("cannot make {}: {e}", dir.display()), None))?;
             for (name, bytes) in &files {
@@ -544,6 +573,10 @@ impl<'a> Local<'a> {
                     None,
                 )),
             };
+        }
+        // Staged by an earlier run: the same version is never staged twice.
+        if self.staged_release().is_some() {
+            return Ok(Outcome::AlreadyThere);
         }
         let Some(artifact) = artifact else {
             return Err(("nothing was built to stage".to_owned(), None));
@@ -670,15 +703,12 @@ pub fn render(report: &ReleaseReport) -> String {
     }
     match (&report.publish, report.verdict) {
         (Some(publish), verdict) => {
-            out.push_str(&publish::render(publish));
-            if matches!(
-                verdict,
-                ReleaseVerdict::Published(publish::Verdict::Partial | publish::Verdict::Failed)
-            ) {
+            let again = report.command();
+            out.push_str(&publish::render_finishing(publish, Some(&again)));
+            if verdict == ReleaseVerdict::Published(publish::Verdict::Failed) {
                 let _ = writeln!(
                     out,
-                    "to finish, run the same `clockrel release {}` again: what is done is skipped",
-                    report.tag
+                    "to finish, run the same `{again}` again: what is done is skipped"
                 );
             }
         }

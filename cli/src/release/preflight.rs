@@ -141,11 +141,13 @@ impl Local<'_> {
     }
 
     /// Paths the release itself writes, as git names them: changes there are its own.
+    /// With `--from-tag` only `ota_files/`: the tagged source is built as it is.
     fn own_paths(&self) -> Vec<String> {
         let mut own: Vec<String> = self
             .plan
             .version_file
             .iter()
+            .filter(|_| !self.options.from_tag)
             .flat_map(|f| f.paths())
             .map(|p| in_repo(self.config, p))
             .collect();
@@ -192,7 +194,12 @@ impl Local<'_> {
     /// The version files that differ from HEAD by more than the version the release
     /// sets: a dependency added and not committed would ship in the release commit.
     fn version_files_changed_otherwise(&self) -> Vec<String> {
-        let Some(file) = &self.plan.version_file else {
+        let Some(file) = self
+            .plan
+            .version_file
+            .as_ref()
+            .filter(|_| !self.options.from_tag)
+        else {
             return Vec::new();
         };
         let tree = self.repo.head().ok().and_then(|h| h.peel_to_tree().ok());
@@ -273,6 +280,12 @@ impl Local<'_> {
             ));
         };
         let branch = self.release_branch();
+        if branch.is_empty() {
+            return Err((
+                "HEAD is detached and no [sources.github] branch is set: there is no branch to commit the release on".to_owned(),
+                Some("check out the branch you release from (the tag's commit must be on it)".to_owned()),
+            ));
+        }
         let tip = git::branch_tip(&self.repo, &branch)
             .map_err(|e| (e, Some(format!("fetch it: git fetch origin {branch}"))))?;
         let on_branch = tip.id() == source

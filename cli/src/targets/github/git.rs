@@ -48,15 +48,16 @@ pub fn release_commit(
     message: &str,
     tag_marks_source: bool,
 ) -> Result<(Oid, Outcome), String> {
-    if let Some(found) = find_release_commit(repo, branch, tag, files) {
+    if let Some(found) = find_release_commit(repo, branch, tag, files, tag_marks_source) {
+        // A run stopped after the commit and before the index followed it.
+        sync_index(repo, branch, files)?;
         return Ok((found, Outcome::AlreadyThere));
     }
     let tagged = tag_commit(repo, tag);
     let parent = match tagged {
         Some(source) if tag_marks_source => {
             let tip = branch_tip(repo, branch)?;
-            if !(tip.id() == source || repo.graph_descendant_of(tip.id(), source).unwrap_or(false))
-            {
+            if !contains(repo, Some(tip.id()), source) {
                 return Err(format!(
                     "tag {tag} marks {}, which is not on {branch}: tag a commit of {branch}",
                     short(source)
@@ -89,13 +90,15 @@ pub fn release_commit(
 }
 
 /// The commit that already holds the release's `files`, made by an earlier run: the
-/// tag's commit if it holds them; else the commit on `branch` that brought them, after
-/// the tag's commit when there is a tag (one that marks the source).
+/// tag's commit if it holds them. When the tag marks the source (`tag_marks_source`),
+/// else the commit on `branch`, after the tag, that brought them; with no tag at all,
+/// the commit on `branch` that brought them.
 pub fn find_release_commit(
     repo: &Repository,
     branch: &str,
     tag: &str,
     files: &[(String, &[u8])],
+    tag_marks_source: bool,
 ) -> Option<Oid> {
     let tagged = tag_commit(repo, tag);
     if let Some(at) = tagged
@@ -103,14 +106,35 @@ pub fn find_release_commit(
     {
         return Some(at);
     }
-    let made = brought(repo, &branch_tip(repo, branch).ok()?, files)?;
+    let made = || brought(repo, &branch_tip(repo, branch).ok()?, files);
     match tagged {
-        Some(source) => repo
-            .graph_descendant_of(made, source)
-            .unwrap_or(false)
-            .then_some(made),
-        None => Some(made),
+        Some(source) if tag_marks_source => made().filter(|&made| {
+            made != source && repo.graph_descendant_of(made, source).unwrap_or(false)
+        }),
+        Some(_) => None,
+        None => made(),
     }
+}
+
+/// What to push for the release commit `commit` to a remote whose branch is at
+/// `theirs`: the commit itself, or, when the remote moved on and the branch has since
+/// merged its work over the release (the hint's `git pull`), that merge.
+pub fn commit_to_push(
+    repo: &Repository,
+    branch: &str,
+    theirs: Option<Oid>,
+    commit: Oid,
+    files: &[(String, &[u8])],
+) -> Oid {
+    let behind = theirs.is_some_and(|theirs| !contains(repo, Some(commit), theirs));
+    if !behind {
+        return commit;
+    }
+    branch_tip(repo, branch)
+        .ok()
+        .and_then(|tip| brought(repo, &tip, files))
+        .filter(|&merged| contains(repo, Some(merged), commit))
+        .unwrap_or(commit)
 }
 
 /// The commit `tag` marks, if the tag exists.
@@ -121,55 +145,53 @@ pub fn tag_commit(repo: &Repository, tag: &str) -> Option<Oid> {
         .ok()
 }
 
-/// The tip of the local `branch`, else of `origin/branch`: a CI checkout of a tag has
-/// only the remote's branch (a release commit made on it creates the local one).
+/// The tip of `branch`: the local branch or `origin/branch`, whichever contains the
+/// other (a CI checkout of a tag has only the remote's; a local one may be behind it).
+/// Diverged, they are an error: which one the release goes on is the user's to say.
 pub fn branch_tip<'r>(repo: &'r Repository, branch: &str) -> Result<git2::Commit<'r>, String> {
-    repo.find_branch(branch, git2::BranchType::Local)
-        .or_else(|_| repo.find_branch(&format!("origin/{branch}"), git2::BranchType::Remote))
-        .and_then(|b| b.get().peel_to_commit())
-        .map_err(|_| format!("there is no branch {branch}, nor origin/{branch}"))
+    let tip = |name: &str, kind| {
+        repo.find_branch(name, kind)
+            .and_then(|b| b.get().peel_to_commit())
+            .ok()
+    };
+    let local = tip(branch, git2::BranchType::Local);
+    let remote = tip(&format!("origin/{branch}"), git2::BranchType::Remote);
+    match (local, remote) {
+        (Some(local), Some(remote)) => {
+            if contains(repo, Some(local.id()), remote.id()) {
+                Ok(local)
+            } else if contains(repo, Some(remote.id()), local.id()) {
+                Ok(remote)
+            } else {
+                Err(format!(
+                    "{branch} and origin/{branch} have diverged: bring {branch} up to date with `git pull` first"
+                ))
+            }
+        }
+        (Some(one), None) | (None, Some(one)) => Ok(one),
+        (None, None) => Err(format!("there is no branch {branch}, nor origin/{branch}")),
+    }
 }
 
-/// Commits `files` over `parent`'s tree on `branch`. When HEAD is on `branch`, the work
-/// tree and index follow the commit for these paths, and only these; else (a detached
-/// HEAD at a tagged source) only the branch moves.
-fn commit_files(
-    repo: &Repository,
-    branch: &str,
-    parent: &git2::Commit<'_>,
-    files: &[(String, &[u8])],
-    message: &str,
-) -> Result<Oid, String> {
-    let mut tree = git2::Index::new().map_err(text)?;
-    tree.read_tree(&parent.tree().map_err(text)?)
-        .map_err(text)?;
-    for (path, bytes) in files {
-        let blob = repo.blob(bytes).map_err(text)?;
-        tree.add(&index_entry(path, blob, bytes.len()))
-            .map_err(text)?;
-    }
-    let tree = repo
-        .find_tree(tree.write_tree_to(repo).map_err(text)?)
-        .map_err(text)?;
-    let signature = signature(repo)?;
+/// Whether HEAD is on `branch` (not detached, not another branch).
+fn head_on(repo: &Repository, branch: &str) -> bool {
     let branch_ref = format!("refs/heads/{branch}");
-    let on_branch = repo
-        .head()
+    repo.head()
         .ok()
-        .is_some_and(|h| h.is_branch() && h.name().ok() == Some(branch_ref.as_str()));
-    let update = if on_branch { "HEAD" } else { &branch_ref };
-    let commit = repo
-        .commit(
-            Some(update),
-            &signature,
-            &signature,
-            message,
-            &tree,
-            &[parent],
-        )
-        .map_err(text)?;
-    if !on_branch {
-        return Ok(commit);
+        .is_some_and(|h| h.is_branch() && h.name().ok() == Some(branch_ref.as_str()))
+}
+
+/// When HEAD is on `branch` and holds `files`, makes the work tree and index hold them
+/// too, for these paths only: a release commit must not leave `git status` showing its
+/// own revert.
+fn sync_index(repo: &Repository, branch: &str, files: &[(String, &[u8])]) -> Result<(), String> {
+    let head_holds = head_on(repo, branch)
+        && repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .is_ok_and(|head| holds(repo, &head, files));
+    if !head_holds {
+        return Ok(());
     }
     let workdir = repo
         .workdir()
@@ -183,7 +205,57 @@ fn commit_files(
         }
         index.add_path(std::path::Path::new(path)).map_err(text)?;
     }
-    index.write().map_err(text)?;
+    index.write().map_err(text)
+}
+
+/// Commits `files` over `parent`'s tree on `branch`. When HEAD is on `branch` it must be
+/// `parent`, and the work tree and index follow the commit for these paths, and only
+/// these; else (a detached HEAD at a tagged source) only the branch moves.
+fn commit_files(
+    repo: &Repository,
+    branch: &str,
+    parent: &git2::Commit<'_>,
+    files: &[(String, &[u8])],
+    message: &str,
+) -> Result<Oid, String> {
+    let on_branch = head_on(repo, branch);
+    if on_branch
+        && repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map(|h| h.id())
+            .ok()
+            != Some(parent.id())
+    {
+        return Err(format!(
+            "{branch} is behind origin/{branch}: bring it up to date with `git pull --ff-only` first"
+        ));
+    }
+    let mut tree = git2::Index::new().map_err(text)?;
+    tree.read_tree(&parent.tree().map_err(text)?)
+        .map_err(text)?;
+    for (path, bytes) in files {
+        let blob = repo.blob(bytes).map_err(text)?;
+        tree.add(&index_entry(path, blob, bytes.len()))
+            .map_err(text)?;
+    }
+    let tree = repo
+        .find_tree(tree.write_tree_to(repo).map_err(text)?)
+        .map_err(text)?;
+    let signature = signature(repo)?;
+    let branch_ref = format!("refs/heads/{branch}");
+    let update = if on_branch { "HEAD" } else { &branch_ref };
+    let commit = repo
+        .commit(
+            Some(update),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[parent],
+        )
+        .map_err(text)?;
+    sync_index(repo, branch, files)?;
     Ok(commit)
 }
 

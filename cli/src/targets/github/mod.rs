@@ -164,7 +164,7 @@ impl Github {
                 Task::PushBranch { branch, tag, .. } => {
                     // Made here, or before the target ran (`release`): then the tag marks
                     // it, or, when the tag marks the source, it follows the tag.
-                    let found = || git::find_release_commit(&repo, branch, tag, &files);
+                    let found = || git::find_release_commit(&repo, branch, tag, &files, true);
                     let Some(release_commit) = commit.or_else(found) else {
                         let why = format!("no commit holds the release {tag}");
                         return Err(fail(record, &what, &why, None));
@@ -179,9 +179,11 @@ impl Github {
                     let outcome = if git::contains(&repo, theirs, commit) {
                         Outcome::AlreadyThere
                     } else {
-                        // The release commit, not the local branch's tip: what was
-                        // committed on top of it since is not part of the release.
-                        let refspec = format!("{commit}:refs/heads/{branch}");
+                        // The release commit (or its merge with the remote's work), not
+                        // the local branch's tip: what was committed on top of it since
+                        // is not part of the release.
+                        let push = git::commit_to_push(&repo, branch, theirs, commit, &files);
+                        let refspec = format!("{push}:refs/heads/{branch}");
                         remote
                             .push(&[refspec])
                             .map_err(|e| fail(record, &what, &e.message, e.hint))?;
@@ -355,7 +357,6 @@ impl Github {
         if asset.size != bytes.len() as i64 {
             return Ok(false);
         }
-        self.token_goes_to(asset.url.as_str())?;
         if let Some(digest) = asset
             .digest
             .as_deref()
@@ -363,6 +364,7 @@ impl Github {
         {
             return Ok(digest.eq_ignore_ascii_case(&ota_core::Sha256::of(bytes).to_string()));
         }
+        self.token_goes_to(asset.url.as_str())?;
         let response = reqwest::Client::new()
             .get(asset.url.as_str())
             .header(reqwest::header::ACCEPT, "application/octet-stream")
@@ -397,11 +399,16 @@ impl Github {
     /// without it, and the 401 that follows would blame a good token. Nor is the token
     /// ever sent anywhere else.
     fn token_goes_to(&self, url: &str) -> Result<(), String> {
+        // Scheme and authority as written, as octocrab compares them (`host:443` is
+        // not `host` to it).
         let origin = |url: &str| {
-            // An upload URL ends in a template (`{?name,label}`), not part of the host.
-            reqwest::Url::parse(url.split('{').next().unwrap_or(url))
-                .ok()
-                .map(|u| u.origin().ascii_serialization())
+            let (scheme, rest) = url.split_once("://")?;
+            let authority = rest.split(['/', '?', '{']).next()?;
+            Some(format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                authority.to_ascii_lowercase()
+            ))
         };
         let answered = origin(url);
         let allowed = [origin(self.source.api_url()), origin(&self.upload_uri())];
