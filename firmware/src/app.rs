@@ -1,10 +1,12 @@
 //! The update feature as MQTT and Home Assistant drive it: commands in, retained status
-//! out, and one update at a time on its own thread, which nothing but an explicit cancel
-//! stops (not a status query, a reconnect or a second trigger).
+//! out, checks on a schedule of its own, and one update at a time on its own thread,
+//! which nothing but an explicit cancel stops (not a status query, a reconnect or a
+//! second trigger).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use ota_core::Version;
 use ota_core::engine::health::{self, Outcome};
@@ -13,7 +15,8 @@ use ota_core::mqtt::{
     self, Attributes, Command, Device, SourceStatus, State, Status, Topics, UpdateState,
     VersionInfo,
 };
-use ota_core::policy::{self, Decision};
+use ota_core::policy::{self, Decision, Refusal, Rejected};
+use ota_core::schedule::Schedule;
 
 /// Sends MQTT messages; the client behind it queues and reconnects on its own. A
 /// retained message is state: it may be delayed (the latest of a topic wins) but never
@@ -22,7 +25,7 @@ pub trait Publisher: Send + Sync {
     fn publish(&self, topic: &str, payload: &[u8], retain: bool);
     /// Waits, at most `within`, until the broker has acknowledged everything published;
     /// whether it has.
-    fn flush(&self, within: std::time::Duration) -> bool;
+    fn flush(&self, within: Duration) -> bool;
 }
 
 /// The engine over the device's own ports (HTTP, slots), and the reboot.
@@ -37,38 +40,69 @@ pub trait Updater: Send + Sync {
     fn reboot(&self);
 }
 
+/// Where the one update job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// Fetching the manifest; `then` is an install (or retry) asked for meanwhile,
+    /// which the job goes on to once its check is done.
+    Checking {
+        then: Option<Command>,
+    },
+    Installing,
+}
+
 /// What the app remembers between messages.
 struct Shared {
     publisher: Arc<dyn Publisher>,
     updater: Arc<dyn Updater>,
     store: Mutex<Box<dyn Store + Send>>,
     topics: Topics,
+    device: Device,
     running: Version,
     attributes: Mutex<Attributes>,
     state: Mutex<UpdateState>,
     control: Control,
-    /// A check or an update is under way (the engine's own flag covers only installs).
-    busy: AtomicBool,
+    phase: Mutex<Phase>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the app stops; wakes the schedule's sleep.
+    stopping: (Mutex<bool>, Condvar),
 }
 
 /// The device's update feature.
 pub struct App {
     shared: Arc<Shared>,
-    device: Device,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    schedule: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("device", &self.shared.topics.device())
-            .field("busy", &self.shared.busy.load(Ordering::SeqCst))
+            .field("phase", &*lock(&self.shared.phase))
             .finish_non_exhaustive()
     }
 }
 
 fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fresh random number, for the schedule's jitter: std's hasher keys come from the
+/// platform's random source (the chip's RNG on ESP-IDF).
+fn random() -> u32 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish() as u32
+}
+
+/// What the update entity shows for a release this device rolled back.
+fn rolled_back_summary(rejected: &Rejected) -> String {
+    format!(
+        "{} was rolled back on this device: {}. Press \u{201c}Retry rolled-back update\u{201d} to install it anyway.",
+        rejected.version.tag(),
+        rejected.reason
+    )
 }
 
 impl App {
@@ -80,38 +114,57 @@ impl App {
         store: Box<dyn Store + Send>,
     ) -> App {
         let running = device.sw_version.clone();
+        let state = UpdateState::kept(running.clone(), &*store);
+        let attributes = Attributes {
+            rolled_back: health::rejected(&*store).map(|r| r.version),
+            ..Attributes::default()
+        };
         App {
             shared: Arc::new(Shared {
                 publisher,
                 updater,
                 store: Mutex::new(store),
                 topics,
-                state: Mutex::new(UpdateState::new(running.clone())),
+                device,
                 running,
-                attributes: Mutex::new(Attributes::default()),
+                attributes: Mutex::new(attributes),
+                state: Mutex::new(state),
                 control: Control::default(),
-                busy: AtomicBool::new(false),
+                phase: Mutex::new(Phase::Idle),
+                worker: Mutex::new(None),
+                stopping: (Mutex::new(false), Condvar::new()),
             }),
-            device,
-            worker: Mutex::new(None),
+            schedule: Mutex::new(None),
         }
     }
 
-    /// After every (re)connection: the retained topics, Home Assistant discovery, and the
-    /// outcome of the last update, reported once.
+    /// After every (re)connection: the retained topics, Home Assistant discovery, the
+    /// last known offer, and the outcome of the last update, reported once.
     pub fn on_connect(&self) {
         let s = &self.shared;
         let topics = &s.topics;
         let publish =
             |topic: &str, payload: String| s.publisher.publish(topic, payload.as_bytes(), true);
-        publish(
-            topics.update_config(),
-            mqtt::update_discovery(topics, &self.device),
-        );
-        publish(
-            topics.select_config(),
-            mqtt::select_discovery(topics, &self.device),
-        );
+        for (topic, config) in [
+            (
+                topics.update_config(),
+                mqtt::update_discovery(topics, &s.device),
+            ),
+            (
+                topics.select_config(),
+                mqtt::select_discovery(topics, &s.device),
+            ),
+            (
+                topics.check_config(),
+                mqtt::check_discovery(topics, &s.device),
+            ),
+            (
+                topics.retry_config(),
+                mqtt::retry_discovery(topics, &s.device),
+            ),
+        ] {
+            publish(topic, config);
+        }
         publish(topics.availability(), mqtt::ONLINE.to_owned());
         let version = VersionInfo {
             version: s.running.clone(),
@@ -125,7 +178,8 @@ impl App {
             lock(&s.attributes).rollback_reason = Some(format!("{version} rolled back: {reason}"));
         }
         publish(topics.attributes(), lock(&s.attributes).to_json());
-        publish(topics.state(), lock(&s.state).to_json());
+        let state = s.unless_rolled_back(lock(&s.state).clone());
+        s.publish_state(state);
         if outcome.is_some() {
             health::clear_outcome(&mut **lock(&s.store));
         }
@@ -145,19 +199,23 @@ impl App {
                     .publish(s.topics.source_status(), status.as_bytes(), true);
             }
             Some(Ok(command @ (Command::Check | Command::Install | Command::Retry))) => {
-                // A second trigger while one runs changes nothing: the running one goes on.
-                if s.busy.swap(true, Ordering::SeqCst) {
-                    s.note_error("an update is already running");
-                    return;
-                }
-                let shared = Arc::clone(s);
-                let handle = std::thread::spawn(move || {
-                    shared.run(command);
-                    shared.busy.store(false, Ordering::SeqCst);
-                });
-                *lock(&self.worker) = Some(handle);
+                Shared::trigger(s, command);
             }
         }
+    }
+
+    /// Checks on its own from now on: soon, then every interval of `schedule`, each
+    /// delay jittered. A check already running when one is due is left to run.
+    pub fn check_periodically(&self, schedule: Schedule) {
+        let shared = Arc::clone(&self.shared);
+        let handle = std::thread::spawn(move || {
+            let mut delay = schedule.first_delay(random());
+            while shared.sleep(delay) {
+                Shared::trigger(&shared, Command::Check);
+                delay = schedule.next_delay(random());
+            }
+        });
+        *lock(&self.schedule) = Some(handle);
     }
 
     /// The topics to subscribe to.
@@ -167,13 +225,63 @@ impl App {
 
     /// Waits for the running check or update to end.
     pub fn wait_idle(&self) {
-        if let Some(handle) = lock(&self.worker).take() {
+        if let Some(handle) = lock(&self.shared.worker).take() {
             let _ = handle.join();
         }
     }
 }
 
+/// The app stops with its schedule, and with no update job left running.
+impl Drop for App {
+    fn drop(&mut self) {
+        let (stopping, wake) = &self.shared.stopping;
+        *lock(stopping) = true;
+        wake.notify_all();
+        if let Some(handle) = lock(&self.schedule).take() {
+            let _ = handle.join();
+        }
+        self.wait_idle();
+    }
+}
+
 impl Shared {
+    /// Starts `command` as the update job, unless one runs: a check then goes on to an
+    /// install asked for meanwhile; an install running refuses another.
+    fn trigger(shared: &Arc<Shared>, command: Command) {
+        {
+            let mut phase = lock(&shared.phase);
+            match &mut *phase {
+                Phase::Idle => *phase = Phase::Checking { then: None },
+                Phase::Checking { then } => {
+                    if command != Command::Check && *then != Some(Command::Retry) {
+                        *then = Some(command);
+                    }
+                    return;
+                }
+                Phase::Installing => {
+                    drop(phase);
+                    return shared.note_error("an update is already running");
+                }
+            }
+        }
+        let job = Arc::clone(shared);
+        let handle = std::thread::spawn(move || {
+            job.run(command);
+            *lock(&job.phase) = Phase::Idle;
+        });
+        *lock(&shared.worker) = Some(handle);
+    }
+
+    /// Sleeps `delay`, or until the app stops; whether it did not stop.
+    fn sleep(&self, delay: Duration) -> bool {
+        let (stopping, wake) = &self.stopping;
+        let stopped = lock(stopping);
+        let (stopped, _) = wake
+            .wait_timeout_while(stopped, delay, |stopped| !*stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        !*stopped
+    }
+
     fn publish_status(&self, status: &Status) {
         self.publisher
             .publish(self.topics.progress(), status.to_json().as_bytes(), false);
@@ -185,9 +293,30 @@ impl Shared {
         *lock(&self.state) = state;
     }
 
-    fn note_error(&self, error: &str) {
-        let mut attributes = lock(&self.attributes);
-        attributes.last_error = Some(error.to_owned());
+    /// Shows `state` and keeps its offer for the next boot.
+    fn show_offer(&self, state: UpdateState) {
+        state.keep(&mut **lock(&self.store));
+        self.publish_state(state);
+    }
+
+    /// `state`, or, when it offers the release this device rolled back, that release
+    /// shown as rolled back: no install button that would be refused again.
+    fn unless_rolled_back(&self, state: UpdateState) -> UpdateState {
+        let rejected = health::rejected(&**lock(&self.store));
+        match rejected {
+            Some(rejected)
+                if state
+                    .latest_version
+                    .as_ref()
+                    .is_some_and(|offered| offered.precedence(&rejected.version).is_eq()) =>
+            {
+                state.not_installable(rolled_back_summary(&rejected))
+            }
+            _ => state,
+        }
+    }
+
+    fn publish_attributes(&self, attributes: &Attributes) {
         self.publisher.publish(
             self.topics.attributes(),
             attributes.to_json().as_bytes(),
@@ -195,71 +324,108 @@ impl Shared {
         );
     }
 
-    fn fail(&self, error: &UpdateError) {
+    fn note_error(&self, error: &str) {
+        let mut attributes = lock(&self.attributes);
+        attributes.last_error = Some(error.to_owned());
+        self.publish_attributes(&attributes);
+    }
+
+    /// An update that did not happen: its status, and the reason kept as the last error
+    /// (unless it was no update at all).
+    fn report(&self, error: &UpdateError) {
         self.publish_status(&Status::from(error));
         if !matches!(error, UpdateError::Current | UpdateError::Cancelled) {
             self.note_error(&error.to_string());
         }
-        let idle = UpdateState {
-            in_progress: false,
-            update_percentage: None,
-            ..lock(&self.state).clone()
-        };
-        self.publish_state(idle);
     }
 
-    /// Check, then (unless `command` is a check) download, verify and reboot.
-    fn run(&self, command: Command) {
+    /// The command the job goes on with after its check: an install or retry asked for
+    /// while it checked wins over the check it started as.
+    fn after_check(&self, started: Command) -> Command {
+        match *lock(&self.phase) {
+            Phase::Checking {
+                then: Some(Command::Retry),
+            } => Command::Retry,
+            Phase::Checking { then: Some(then) } if started == Command::Check => then,
+            _ => started,
+        }
+    }
+
+    /// Check, then (unless the command is a check) download, verify and reboot.
+    fn run(&self, started: Command) {
         self.publish_status(&Status::new(State::Checking, 0, 0));
         let preferred = Source::preferred(&**lock(&self.store));
-        let mut offer = match self.updater.check(preferred) {
+        let checked = self.updater.check(preferred);
+        let command = self.after_check(started);
+        let mut offer = match checked {
             Ok(offer) => offer,
-            Err(error) => return self.fail(&error),
+            Err(error) => {
+                self.publish_state(lock(&self.state).clone().idle());
+                return self.report(&error);
+            }
         };
         if command != Command::Retry {
             let rejected = health::rejected(&**lock(&self.store));
             offer.decision =
                 policy::after_rollback(offer.decision, &offer.manifest.version, rejected.as_ref());
         }
-        let install = command != Command::Check;
-        self.publish_state(UpdateState::new(self.running.clone()).offering(&offer.manifest));
+        let releases = self.device.releases_url.as_deref();
+        let offered = UpdateState::new(self.running.clone()).offering(&offer.manifest, releases);
         match &offer.decision {
-            Decision::Current => return self.fail(&UpdateError::Current),
-            Decision::Refuse(why) => return self.fail(&UpdateError::Refused(why.clone())),
-            Decision::Update if !install => {
+            Decision::Current => {
+                self.show_offer(offered);
+                return self.report(&UpdateError::Current);
+            }
+            Decision::Refuse(why) => {
+                let summary = match why {
+                    Refusal::RolledBack { version, reason } => rolled_back_summary(&Rejected {
+                        version: version.clone(),
+                        reason: reason.clone(),
+                    }),
+                    other => format!("{} is not installed: {other}", offer.manifest.version.tag()),
+                };
+                self.show_offer(offered.not_installable(summary));
+                return self.report(&UpdateError::Refused(why.clone()));
+            }
+            Decision::Update if command == Command::Check => {
+                self.show_offer(offered);
                 return self.publish_status(&Status::new(
                     State::Available,
                     0,
                     offer.manifest.firmware_size,
                 ));
             }
-            Decision::Update => {}
+            Decision::Update => self.show_offer(offered.clone()),
         }
-        let base = lock(&self.state).clone();
+        *lock(&self.phase) = Phase::Installing;
         let mut gate = mqtt::ProgressGate::default();
         let mut progress = |done: u64, total: u64| {
             if gate.report(done, total) {
                 self.publish_status(&Status::new(State::Downloading, done, total));
-                self.publish_state(base.clone().installing(done, total));
+                self.publish_state(offered.clone().installing(done, total));
             }
         };
         match self.updater.install(&offer, &self.control, &mut progress) {
             Ok(installed) => {
-                lock(&self.attributes).source_used = installed.sources;
-                self.publisher.publish(
-                    self.topics.attributes(),
-                    lock(&self.attributes).to_json().as_bytes(),
-                    true,
-                );
-                self.publish_status(&Status::new(
-                    State::Rebooting,
-                    offer.manifest.firmware_size,
-                    offer.manifest.firmware_size,
-                ));
+                let attributes = {
+                    let mut attributes = lock(&self.attributes);
+                    attributes.source_used = installed.sources;
+                    attributes.clone()
+                };
+                self.publish_attributes(&attributes);
+                let size = offer.manifest.firmware_size;
+                self.publish_status(&Status::new(State::Rebooting, size, size));
                 self.publisher.flush(mqtt::REBOOT_FLUSH);
                 self.updater.reboot();
             }
-            Err(error) => self.fail(&error),
+            Err(UpdateError::Cancelled) => {
+                self.publish_state(offered.idle());
+                self.report(&UpdateError::Cancelled);
+            }
+            Err(error) => {
+                self.publish_state(offered.failed(&error));
+                self.report(&error);
+            }
         }
     }
 }

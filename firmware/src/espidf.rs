@@ -36,8 +36,9 @@ use ota_core::engine::{
 };
 use ota_core::image::ChipRevision;
 use ota_core::manifest::PublicKey;
-use ota_core::mqtt::{self, Device, Topics};
+use ota_core::mqtt::{self, Topics};
 use ota_core::policy::Running;
+use ota_core::schedule::{DEFAULT_INTERVAL, Schedule};
 use ota_core::{Chip, Version};
 use wordclock::app::{App, Publisher, Updater};
 use wordclock::health::{Check, LedCheck, Leds, MonotonicClock, Rtc, RtcCheck, Until};
@@ -164,14 +165,19 @@ fn run() -> Result<(), EspError> {
             chip: Chip::Esp32S3,
             chip_revision: Some(chip_revision()),
         };
+        let (schedule, unusable) = Schedule::read(&store);
+        if let Some(why) = unusable {
+            log::warn!("{why}; checking every {} s", DEFAULT_INTERVAL.as_secs());
+        }
+        let device = wordclock::identity::device(
+            version,
+            format!("ESP32-S3 rev {}", chip_revision()),
+            wifi_mac(),
+            GITHUB_BASE,
+        );
         let app = App::new(
             topics,
-            Device {
-                name: "Word clock".into(),
-                model: "ESP32-S3".into(),
-                manufacturer: None,
-                sw_version: version,
-            },
+            device,
             publisher.clone(),
             Arc::new(ChipUpdater {
                 engine: Engine::new(Config {
@@ -186,6 +192,9 @@ fn run() -> Result<(), EspError> {
             }),
             Box::new(store),
         );
+        if let Some(schedule) = schedule {
+            app.check_periodically(schedule);
+        }
         log::info!("serving {} over MQTT", settings.device_id);
         session.attach(app, &|topic| publisher.subscribe(topic));
     }
@@ -193,6 +202,14 @@ fn run() -> Result<(), EspError> {
         std::thread::sleep(Duration::from_secs(10));
         stay_joined(wifi.as_mut(), &mut last_try);
     }
+}
+
+/// The station MAC the chip's eFuses hold, which Home Assistant lists the device by.
+fn wifi_mac() -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    // SAFETY: esp_read_mac writes 6 bytes (the station MAC's length) into `mac`.
+    let read = unsafe { sys::esp_read_mac(mac.as_mut_ptr(), sys::esp_mac_type_t_ESP_MAC_WIFI_STA) };
+    (read == sys::ESP_OK).then_some(mac)
 }
 
 /// The chip's revision as `major * 100 + minor`, the encoding of the image header's

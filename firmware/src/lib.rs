@@ -15,6 +15,7 @@ pub const TRUSTED_KEYS: &str = include_str!("../trusted-keys.txt");
 
 pub mod app;
 pub mod health;
+pub mod identity;
 pub mod provision;
 pub mod session;
 #[cfg(not(target_os = "espidf"))]

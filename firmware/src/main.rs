@@ -43,9 +43,10 @@ mod host {
         /// The partition table the firmware is built with
         #[arg(long, value_name = "FILE", default_value = "partitions/partitions.csv")]
         partitions: PathBuf,
-        /// The device id: MQTT topics are home/<id>/...
-        #[arg(long, default_value = "wordclock")]
-        device: String,
+        /// The device id: MQTT topics are home/<id>/... [default: wordclock- and six hex
+        /// digits of the flash file's path, so that two simulated clocks differ]
+        #[arg(long)]
+        device: Option<String>,
         /// The MQTT broker
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
         broker: String,
@@ -80,6 +81,10 @@ mod host {
         /// Stop after this many boots
         #[arg(long)]
         boots: Option<usize>,
+        /// Seconds between the clock's own update checks (its NVS setting
+        /// ota_check_every; 0 for none) [default: what the NVS holds, else 6 hours]
+        #[arg(long, value_name = "SECONDS")]
+        check_every: Option<u64>,
     }
 
     pub fn main() -> ExitCode {
@@ -105,12 +110,16 @@ mod host {
             .map_err(|e| format!("cannot read {}: {e}", args.trusted_keys.display()))?;
         let trusted = PublicKey::parse_list(&keys)
             .map_err(|(line, e)| format!("{}, line {line}: {e}", args.trusted_keys.display()))?;
+        let device_id = args.device.unwrap_or_else(|| {
+            let path = std::path::absolute(&args.flash).unwrap_or_else(|_| args.flash.clone());
+            wordclock::identity::default_device_id(path.as_os_str().as_encoded_bytes())
+        });
         Ok(Settings {
             flash: args.flash,
             partitions: args.partitions,
             flash_size: 8 << 20,
             factory_image: args.factory_image,
-            device_id: args.device,
+            device_id,
             broker: (host.to_owned(), port),
             sources: Sources {
                 github: args.github,
@@ -126,6 +135,7 @@ mod host {
             fault: args.fail_health,
             power_cut_after: args.power_cut_after,
             boots: args.boots,
+            check_every: args.check_every,
         })
     }
 }

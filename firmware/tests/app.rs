@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +13,8 @@ use common::MemoryStore;
 use ota_core::engine::health::{self, Outcome};
 use ota_core::engine::{Control, Installed, Offer, Source, Store, UpdateError};
 use ota_core::manifest::{FORMAT, SecretKey, Trusted};
-use ota_core::mqtt::{Device, Topics};
-use ota_core::policy::{Decision, Rejected};
+use ota_core::mqtt::Topics;
+use ota_core::policy::{Decision, Refusal, Rejected};
 use ota_core::{Chip, Manifest, Sha256};
 use wordclock::app::{App, Publisher, Updater};
 use wordclock::session::Session;
@@ -62,6 +62,10 @@ struct Stepped {
     reboots: AtomicUsize,
     /// The messages' log, where a reboot is logged too, on [`REBOOTED`].
     log: Arc<Recorder>,
+    /// A check waits for a tick too.
+    slow_checks: AtomicBool,
+    /// The install fails half-way, as a download whose image does not verify.
+    failing: AtomicBool,
 }
 
 /// A manifest as the engine hands it on: signed by a key the device trusts.
@@ -93,6 +97,9 @@ fn manifest() -> Trusted {
 impl Updater for Stepped {
     fn check(&self, preferred: Source) -> Result<Offer, UpdateError> {
         self.checks.fetch_add(1, Ordering::SeqCst);
+        if self.slow_checks.load(Ordering::SeqCst) {
+            self.ticks.lock().unwrap().recv().unwrap();
+        }
         Ok(Offer {
             source: preferred,
             manifest: manifest(),
@@ -112,6 +119,11 @@ impl Updater for Stepped {
             self.ticks.lock().unwrap().recv().unwrap();
             if control.is_cancelled() {
                 return Err(UpdateError::Cancelled);
+            }
+            if step == 6 && self.failing.load(Ordering::SeqCst) {
+                return Err(UpdateError::Verify(
+                    "the image's SHA-256 is not the manifest's".into(),
+                ));
             }
             progress(step * 100, 1000);
         }
@@ -146,14 +158,16 @@ fn rig(decision: Decision, store: MemoryStore) -> Rig {
         installs: AtomicUsize::new(0),
         reboots: AtomicUsize::new(0),
         log: recorder.clone(),
+        slow_checks: AtomicBool::new(false),
+        failing: AtomicBool::new(false),
     });
     let topics = Topics::new("clock1").unwrap();
-    let device = Device {
-        name: "Word clock".into(),
-        model: "ESP32-S3".into(),
-        manufacturer: None,
-        sw_version: "1.0.0".parse().unwrap(),
-    };
+    let device = wordclock::identity::device(
+        "1.0.0".parse().unwrap(),
+        "ESP32-S3 rev v0.2".into(),
+        None,
+        "https://raw.githubusercontent.com/acme/wordclock/main/ota_files/",
+    );
     let app = App::new(
         topics.clone(),
         device,
@@ -171,6 +185,19 @@ fn rig(decision: Decision, store: MemoryStore) -> Rig {
 }
 
 impl Rig {
+    /// Waits (a few seconds at most) until the app has published status `state`.
+    fn wait_for_state(&self, state: &str) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.states().iter().any(|s| s == state) {
+            assert!(
+                std::time::Instant::now() < until,
+                "never {state}: {:?}",
+                self.states()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn send(&self, topic: &str, payload: &str) {
         self.app.on_message(topic, payload.as_bytes());
     }
@@ -193,6 +220,17 @@ impl Rig {
             })
             .collect()
     }
+
+    /// The last retained update state, as Home Assistant reads it.
+    fn state(&self) -> serde_json::Value {
+        let all = self.recorder.on(self.topics.state());
+        serde_json::from_str(all.last().expect("no state published")).unwrap()
+    }
+
+    fn attributes(&self) -> serde_json::Value {
+        let all = self.recorder.on(self.topics.attributes());
+        serde_json::from_str(all.last().expect("no attributes published")).unwrap()
+    }
 }
 
 #[test]
@@ -206,6 +244,8 @@ fn connecting_publishes_discovery_and_the_retained_state() {
         [
             "homeassistant/update/clock1/firmware/config",
             "homeassistant/select/clock1/ota_source/config",
+            "homeassistant/button/clock1/check_update/config",
+            "homeassistant/button/clock1/retry_update/config",
             "home/clock1/availability",
             "home/clock1/ota/version",
             "home/clock1/ota/source/status",
@@ -249,6 +289,7 @@ fn queries_second_triggers_and_bad_payloads_never_abort_a_running_update() {
     let rig = rig(Decision::Update, MemoryStore::default());
     rig.send("home/clock1/command", "install");
     rig.tick(3);
+    rig.wait_for_state("downloading");
     rig.send("home/clock1/command", "check");
     rig.send("home/clock1/command", "install");
     rig.send("home/clock1/command", "\u{ff}garbage");
@@ -405,4 +446,160 @@ fn the_session_greets_the_app_once_per_connection_whichever_comes_first() {
     assert!(recorder.0.lock().unwrap().is_empty());
     session.on_connected(&subscribe);
     assert_eq!(recorder.on("home/clock1/ota/version").len(), 1);
+}
+
+#[test]
+fn the_last_offer_is_shown_again_after_a_reboot() {
+    let store = MemoryStore::default();
+    let before = rig(Decision::Update, store.clone());
+    before.send("home/clock1/command", "check");
+    before.app.wait_idle();
+    drop(before);
+
+    // The next boot: a new app on the same NVS, before any check.
+    let after = rig(Decision::Update, store);
+    after.app.on_connect();
+    let state = after.state();
+    assert_eq!(state["installed_version"], "1.0.0");
+    assert_eq!(state["latest_version"], "2.0.0");
+    assert_eq!(state["title"], "wordclock v2.0.0");
+    assert_eq!(state["release_summary"], "Brighter.");
+    assert_eq!(
+        state["release_url"],
+        "https://github.com/acme/wordclock/releases/tag/v2.0.0"
+    );
+    assert_eq!(state["in_progress"], false);
+    assert_eq!(after.updater.checks.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_release_rolled_back_here_is_shown_as_such_with_retry_available() {
+    let mut store = MemoryStore::default();
+    let rejected = Rejected {
+        version: "2.0.0".parse().unwrap(),
+        reason: "mqtt: not healthy within 30 s".into(),
+    };
+    store.set(
+        health::REJECTED_KEY,
+        &serde_json::to_vec(&rejected).unwrap(),
+    );
+    let rig = rig(Decision::Update, store);
+    rig.app.on_connect();
+    // The attribute the retry button's availability reads.
+    assert_eq!(rig.attributes()["rolled_back"], "2.0.0");
+    let retry: serde_json::Value = serde_json::from_str(
+        &rig.recorder
+            .on("homeassistant/button/clock1/retry_update/config")[0],
+    )
+    .unwrap();
+    assert_eq!(retry["payload_press"], "retry");
+    assert!(
+        retry["availability"][1]["value_template"]
+            .as_str()
+            .unwrap()
+            .contains("value_json.rolled_back")
+    );
+
+    rig.send("home/clock1/command", "check");
+    rig.app.wait_idle();
+    let state = rig.state();
+    // No install button for a release that would be refused again ...
+    assert_eq!(state["latest_version"], state["installed_version"]);
+    // ... and the update dialog says why, and what to press.
+    let summary = state["release_summary"].as_str().unwrap();
+    assert!(
+        summary
+            .starts_with("v2.0.0 was rolled back on this device: mqtt: not healthy within 30 s."),
+        "{summary}"
+    );
+    assert!(summary.contains("Retry rolled-back update"), "{summary}");
+
+    // Pressing it installs the release on purpose.
+    rig.send(
+        retry["command_topic"].as_str().unwrap(),
+        retry["payload_press"].as_str().unwrap(),
+    );
+    rig.tick(10);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_refused_install_says_why_in_the_update_entity() {
+    let refusal = Refusal::SecureVersion {
+        running: 3,
+        offered: 2,
+    };
+    let rig = rig(Decision::Refuse(refusal.clone()), MemoryStore::default());
+    rig.send("home/clock1/command", "install");
+    rig.app.wait_idle();
+    let state = rig.state();
+    assert_eq!(state["latest_version"], "1.0.0");
+    assert_eq!(
+        state["release_summary"],
+        format!("v2.0.0 is not installed: {refusal}")
+    );
+    assert_eq!(state["in_progress"], false);
+}
+
+#[test]
+fn a_failed_install_says_so_and_leaves_nothing_in_progress() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.updater.failing.store(true, Ordering::SeqCst);
+    rig.send("home/clock1/command", "install");
+    rig.tick(6);
+    rig.app.wait_idle();
+    let state = rig.state();
+    assert_eq!(state["in_progress"], false);
+    assert_eq!(state["update_percentage"], serde_json::Value::Null);
+    assert_eq!(state["latest_version"], "2.0.0", "it may be tried again");
+    assert!(
+        state["release_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("The install of v2.0.0 failed: "),
+        "{state}"
+    );
+    assert_eq!(rig.states().last().unwrap(), "error");
+}
+
+#[test]
+fn an_install_pressed_during_a_check_goes_on_once_the_check_is_done() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.updater.slow_checks.store(true, Ordering::SeqCst);
+    rig.send("home/clock1/command", "check");
+    rig.wait_for_state("checking");
+    rig.send("home/clock1/command", "install");
+    rig.tick(1 + 10);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.checks.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.states().last().unwrap(), "rebooting");
+    let attributes = rig.recorder.on("home/clock1/ota/attributes");
+    assert!(
+        !attributes.iter().any(|a| a.contains("already running")),
+        "{attributes:?}"
+    );
+}
+
+#[test]
+fn the_device_checks_on_its_own_soon_after_it_starts() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.app
+        .check_periodically(ota_core::schedule::Schedule::parse("60").unwrap().unwrap());
+    // The first check comes within a tenth of the interval: 6 s here.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rig.updater.checks.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < until, "no check came");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rig.app.wait_idle();
+    assert_eq!(rig.state()["latest_version"], "2.0.0");
+    assert_eq!(
+        rig.updater.installs.load(Ordering::SeqCst),
+        0,
+        "a check only"
+    );
+    // Dropping the app stops its schedule (the test would hang otherwise).
+    drop(rig);
 }

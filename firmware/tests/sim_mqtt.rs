@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{MemoryStore, Release, V2_FILE, dead_base, fresh_device, watch_mqtt};
 use ota_core::engine::{Sources, Timeouts};
-use ota_core::mqtt::{Device, Topics};
+use ota_core::mqtt::Topics;
 use ota_core::otadata::{BootTarget, Slot};
 use rumqttc::QoS;
 use testkit::{FileServer, MqttBroker};
@@ -40,12 +40,12 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
     let topics = Topics::new("clock1").unwrap();
     let (publisher, connection) =
         sim::mqtt::connect("clock1", "127.0.0.1", broker.port(), topics.availability());
-    let ha_device = Device {
-        name: "Word clock".into(),
-        model: "ESP32-S3".into(),
-        manufacturer: None,
-        sw_version: booted.version.clone(),
-    };
+    let ha_device = wordclock::identity::device(
+        booted.version.clone(),
+        "ESP32-S3 (simulated)".into(),
+        None,
+        &dead_base(),
+    );
     let app = App::new(
         topics,
         ha_device,

@@ -193,8 +193,81 @@ fn a_version_that_breaks_mqtt_is_rolled_back_says_why_and_is_not_installed_again
         ),
         "{reason}"
     );
+    // What Home Assistant keeps showing: no install of 2.0.0 on offer, the reason in the
+    // update dialog, and the retry button's attribute set.
+    let retained = retained(
+        &broker,
+        &["home/clock1/ota/state", "home/clock1/ota/attributes"],
+    );
+    let state = &retained["home/clock1/ota/state"];
+    assert_eq!(state["installed_version"], "1.0.0", "{state}");
+    assert_eq!(state["latest_version"], "1.0.0", "{state}");
+    assert_eq!(state["in_progress"], false, "{state}");
+    assert!(
+        state["release_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("v2.0.0 was rolled back on this device: mqtt: not healthy within 3 s"),
+        "{state}"
+    );
+    assert_eq!(
+        retained["home/clock1/ota/attributes"]["rolled_back"],
+        "2.0.0"
+    );
     let flash = sim.stop();
     assert_eq!(boots_into(flash), (BootTarget::Factory, "1.0.0".to_owned()));
+}
+
+/// The retained payloads of `topics`, as a client subscribing now gets them, as JSON.
+fn retained(
+    broker: &MqttBroker,
+    topics: &[&str],
+) -> std::collections::HashMap<String, serde_json::Value> {
+    let mut got = std::collections::HashMap::new();
+    watch_mqtt(broker.port(), topics, |_, topic, payload| {
+        got.insert(topic.to_owned(), serde_json::from_str(payload).unwrap());
+        got.len() == topics.len()
+    });
+    got
+}
+
+#[test]
+fn the_clock_checks_on_its_own_and_home_assistant_sees_the_offer() {
+    let broker = MqttBroker::start();
+    let release = Release::v2();
+    let r2 = FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ]);
+    let sim = start(&release, &r2, &broker, &["--check-every", "60"]);
+    // Nobody sends a command: the update entity still learns of 2.0.0.
+    let seen = watch_mqtt(
+        broker.port(),
+        &["home/clock1/#", "homeassistant/#"],
+        |_, topic, payload| {
+            topic == "home/clock1/ota/state" && payload.contains("\"latest_version\":\"2.0.0\"")
+        },
+    );
+    let config = |topic: &str| {
+        seen.iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).unwrap())
+            .unwrap_or_else(|| panic!("no {topic}"))
+    };
+    let check = config("homeassistant/button/clock1/check_update/config");
+    assert_eq!(check["payload_press"], "check");
+    let device = &config("homeassistant/update/clock1/firmware/config")["device"];
+    assert_eq!(device["hw_version"], "ESP32-S3 (simulated)");
+    assert_eq!(device["connections"][0][0], "mac");
+    let state = &retained(&broker, &["home/clock1/ota/state"])["home/clock1/ota/state"];
+    assert_eq!(state["installed_version"], "1.0.0");
+    assert_eq!(state["latest_version"], "2.0.0", "retained");
+    let flash = sim.stop();
+    assert_eq!(
+        boots_into(flash),
+        (BootTarget::Factory, "1.0.0".to_owned()),
+        "a check installs nothing"
+    );
 }
 
 #[test]

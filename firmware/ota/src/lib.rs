@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod mqtt;
 pub mod otadata;
 pub mod policy;
+pub mod schedule;
 pub mod secret;
 pub mod version;
 

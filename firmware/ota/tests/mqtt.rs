@@ -5,9 +5,10 @@
 use ota_core::engine::{Attempt, Failure, Source, UpdateError};
 use ota_core::mqtt::{
     Attributes, Command, DeviceIdError, MAX_DEVICE_ID, MAX_PAYLOAD, MAX_REASON,
-    MAX_RELEASE_SUMMARY, Outbox, PAYLOAD_INSTALL, PayloadError, SOURCE_OPTIONS, SourceStatus,
-    State, Status, Topics, UpdateState, VersionInfo, parse_command, parse_source, percent,
-    select_discovery, update_discovery,
+    MAX_RELEASE_SUMMARY, OFFER_KEY, Outbox, PAYLOAD_INSTALL, PayloadError, SOURCE_OPTIONS,
+    SourceStatus, State, Status, Topics, UpdateState, VersionInfo, check_discovery,
+    github_repository, parse_command, parse_source, percent, retry_discovery, select_discovery,
+    update_discovery,
 };
 use ota_core::policy::Refusal;
 use ota_core::{Manifest, Sha256, Version};
@@ -30,6 +31,10 @@ fn device() -> ota_core::mqtt::Device {
         model: "ESP32-S3 word clock".to_owned(),
         manufacturer: Some("Acme".to_owned()),
         sw_version: version("2.8.0"),
+        hw_version: None,
+        configuration_url: None,
+        mac: None,
+        releases_url: None,
     }
 }
 
@@ -412,7 +417,7 @@ fn a_malformed_payload_becomes_an_error_status() {
     let error = parse_source(b"s3").unwrap_err();
     assert_eq!(
         Status::error(&error).to_json(),
-        r#"{"state":"error","progress":0,"bytes":0,"reason":"unknown source `s3`: expected github, r2 or cloudflare"}"#
+        r#"{"state":"error","progress":0,"bytes":0,"reason":"unknown source `s3`: expected GitHub, Cloudflare R2, github, r2 or cloudflare"}"#
     );
     let error = parse_command(&[b' '; 1025]).unwrap_err();
     assert_eq!(
@@ -525,10 +530,11 @@ fn attributes_leave_out_what_is_not_known() {
         source_used: vec![Source::Github, Source::R2],
         last_error: Some("no source delivered the whole image".to_owned()),
         rollback_reason: Some("health check `mqtt` failed: no broker within 30 s".to_owned()),
+        rolled_back: Some(version("2.9.0")),
     };
     assert_eq!(
         after_failover.to_json(),
-        r#"{"source_used":["github","r2"],"last_error":"no source delivered the whole image","rollback_reason":"health check `mqtt` failed: no broker within 30 s"}"#
+        r#"{"source_used":["github","r2"],"last_error":"no source delivered the whole image","rollback_reason":"health check `mqtt` failed: no broker within 30 s","rolled_back":"2.9.0"}"#
     );
     let rolled_back = Attributes {
         rollback_reason: Some("LED driver did not answer".to_owned()),
@@ -559,10 +565,10 @@ fn update_state_has_home_assistants_keys() {
         idle.to_json(),
         r#"{"installed_version":"2.8.0","in_progress":false,"update_percentage":null}"#
     );
-    let offer = UpdateState {
-        release_url: Some("https://github.com/acme/wordclock/releases/tag/v2.9.0".to_owned()),
-        ..idle.offering(&manifest())
-    };
+    let offer = idle.offering(
+        &manifest(),
+        Some("https://github.com/acme/wordclock/releases"),
+    );
     assert_eq!(
         offer.to_json(),
         concat!(
@@ -604,10 +610,16 @@ fn update_state_fits_home_assistants_schema() {
     let states = [
         UpdateState::new(version("2.8.0")),
         UpdateState::new(version("2.8.0")).installing(1, 3),
-        UpdateState::new(version("2.8.0")).offering(&long),
+        UpdateState::new(version("2.8.0")).offering(&long, None),
         UpdateState::new(version("2.8.0"))
-            .offering(&manifest())
+            .offering(&manifest(), None)
             .installing(3, 3),
+        UpdateState::new(version("2.8.0"))
+            .offering(&manifest(), None)
+            .not_installable("r".repeat(1000)),
+        UpdateState::new(version("2.8.0"))
+            .offering(&manifest(), None)
+            .failed(&"f".repeat(1000)),
     ];
     for state in states {
         let value = json(&state.to_json());
@@ -657,9 +669,9 @@ fn the_source_select_is_discovered_with_the_fleets_topics() {
         select_discovery(&topics(), &device()),
         concat!(
             r#"{"name":"OTA source","unique_id":"Clock_Stani_1_ota_source","entity_category":"config","#,
-            r#""options":["github","r2"],"#,
+            r#""icon":"mdi:cloud-sync","options":["GitHub","Cloudflare R2"],"#,
             r#""state_topic":"home/Clock_Stani_1/ota/source/status","#,
-            r#""value_template":"{{ value_json.source }}","#,
+            r#""value_template":"{{ {'github': 'GitHub', 'r2': 'Cloudflare R2'}[value_json.source] }}","#,
             r#""command_topic":"home/Clock_Stani_1/ota/source/set","#,
             r#""availability_topic":"home/Clock_Stani_1/availability","qos":1,"#,
             r#""device":{"identifiers":["Clock_Stani_1"],"name":"Word Clock","#,
@@ -689,8 +701,14 @@ fn what_home_assistant_sends_comes_back_as_the_right_command() {
             t.parse(select["command_topic"].as_str().unwrap(), option.as_bytes()),
             Some(Ok(Command::SetSource(source)))
         );
-        // ... and the status it then publishes shows that option (value_json.source).
-        assert_eq!(json(&SourceStatus { source }.to_json())["source"], option);
+        // ... and the status it then publishes shows that option: the template maps
+        // value_json.source to it.
+        let status = json(&SourceStatus { source }.to_json());
+        let shown = format!("'{}': '{option}'", status["source"].as_str().unwrap());
+        assert!(
+            select["value_template"].as_str().unwrap().contains(&shown),
+            "{shown}"
+        );
     }
 }
 
@@ -860,4 +878,117 @@ fn the_outbox_is_flushed_once_the_broker_acknowledged_everything() {
     outbox.queued();
     outbox.disconnected();
     assert!(outbox.is_flushed());
+}
+
+#[test]
+fn the_buttons_are_discovered_and_send_check_and_retry() {
+    let t = topics();
+    for (config, command, payload) in [
+        (check_discovery(&t, &device()), Command::Check, "check"),
+        (retry_discovery(&t, &device()), Command::Retry, "retry"),
+    ] {
+        let config = json(&config);
+        assert_eq!(config["payload_press"], payload);
+        assert_eq!(
+            t.parse(
+                config["command_topic"].as_str().unwrap(),
+                config["payload_press"].as_str().unwrap().as_bytes()
+            ),
+            Some(Ok(command))
+        );
+        assert_eq!(config["availability"][0]["topic"], t.availability());
+        assert_eq!(config["availability_mode"], "all");
+    }
+    assert_eq!(
+        retry_discovery(&t, &device()),
+        concat!(
+            r#"{"name":"Retry rolled-back update","unique_id":"Clock_Stani_1_retry_update","#,
+            r#""icon":"mdi:backup-restore","command_topic":"home/Clock_Stani_1/command","#,
+            r#""payload_press":"retry","availability":[{"topic":"home/Clock_Stani_1/availability"},"#,
+            r#"{"topic":"home/Clock_Stani_1/ota/attributes","#,
+            r#""value_template":"{{ 'online' if value_json.rolled_back is defined else 'offline' }}"}],"#,
+            r#""availability_mode":"all","qos":1,"#,
+            r#""device":{"identifiers":["Clock_Stani_1"],"name":"Word Clock","#,
+            r#""model":"ESP32-S3 word clock","manufacturer":"Acme","sw_version":"2.8.0"},"#,
+            r#""origin":{"name":"clockrel"}}"#
+        )
+    );
+    assert_eq!(
+        t.check_config(),
+        "homeassistant/button/Clock_Stani_1/check_update/config"
+    );
+    assert_eq!(
+        t.retry_config(),
+        "homeassistant/button/Clock_Stani_1/retry_update/config"
+    );
+}
+
+#[test]
+fn the_device_block_carries_what_home_assistant_lists() {
+    let full = ota_core::mqtt::Device {
+        hw_version: Some("ESP32-S3 rev v0.2".to_owned()),
+        configuration_url: Some("https://github.com/acme/wordclock".to_owned()),
+        mac: Some([0x24, 0x0a, 0xc4, 0x00, 0x01, 0xfe]),
+        releases_url: Some("https://github.com/acme/wordclock/releases".to_owned()),
+        ..device()
+    };
+    let block = &json(&update_discovery(&topics(), &full))["device"];
+    assert_eq!(block["hw_version"], "ESP32-S3 rev v0.2");
+    assert_eq!(
+        block["configuration_url"],
+        "https://github.com/acme/wordclock"
+    );
+    assert_eq!(
+        block["connections"],
+        serde_json::json!([["mac", "24:0a:c4:00:01:fe"]])
+    );
+    assert!(block.get("releases_url").is_none(), "not a device field");
+    assert_eq!(
+        github_repository("https://raw.githubusercontent.com/acme/wordclock/main/ota_files/"),
+        Some("https://github.com/acme/wordclock".to_owned())
+    );
+    for not_github in [
+        "https://ota.example.com/wordclock/",
+        "https://raw.githubusercontent.com/",
+        "https://raw.githubusercontent.com/acme/",
+        "https://raw.githubusercontent.com/ac me/x/main/",
+    ] {
+        assert_eq!(github_repository(not_github), None, "{not_github}");
+    }
+}
+
+#[test]
+fn the_offer_is_kept_across_reboots_and_a_damaged_record_is_none() {
+    #[derive(Default)]
+    struct Nvs(std::collections::HashMap<String, Vec<u8>>);
+    impl ota_core::engine::Store for Nvs {
+        fn get(&self, key: &str) -> Option<Vec<u8>> {
+            self.0.get(key).cloned()
+        }
+        fn set(&mut self, key: &str, value: &[u8]) {
+            self.0.insert(key.to_owned(), value.to_vec());
+        }
+    }
+    let mut nvs = Nvs::default();
+    let offer = UpdateState::new(version("2.8.0"))
+        .offering(
+            &manifest(),
+            Some("https://github.com/acme/wordclock/releases"),
+        )
+        .installing(1, 2);
+    offer.keep(&mut nvs);
+    let kept = UpdateState::kept(version("2.8.0"), &nvs);
+    assert_eq!(kept, offer.clone().idle());
+    // After the update, the same offer shows the release as installed.
+    assert_eq!(
+        UpdateState::kept(version("2.9.0"), &nvs).latest_version,
+        Some(version("2.9.0"))
+    );
+    for damaged in [&b"{"[..], b"null", b"{\"latest_version\":7}", &[0xff; 3000]] {
+        nvs.0.insert(OFFER_KEY.to_owned(), damaged.to_vec());
+        assert_eq!(
+            UpdateState::kept(version("2.8.0"), &nvs),
+            UpdateState::new(version("2.8.0"))
+        );
+    }
 }

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ota_core::engine::Store as _;
 use ota_core::engine::health::{self, BootSlot as _, Outcome};
 use ota_core::engine::{Config, Engine, Sources, Timeouts};
 use ota_core::manifest::PublicKey;
-use ota_core::mqtt::{Device as HaDevice, Topics};
+use ota_core::mqtt::Topics;
 use ota_core::policy::Running;
+use ota_core::schedule::{DEFAULT_INTERVAL, INTERVAL_KEY, Schedule};
 
 use super::board::{Fault, SimLeds, SimRtc};
 use super::device::{Booted, Device};
@@ -20,6 +22,7 @@ use super::store::FileStore;
 use super::updater::SimUpdater;
 use crate::app::App;
 use crate::health::{Check, LedCheck, MonotonicClock, RtcCheck, Until};
+use crate::identity;
 use crate::session::Session;
 
 /// How the simulated device is set up, and its fault switches.
@@ -44,6 +47,9 @@ pub struct Settings {
     pub power_cut_after: Option<u64>,
     /// Stop after this many boots (tests); run on otherwise.
     pub boots: Option<usize>,
+    /// Seconds between the device's own update checks, set in its NVS as provisioning
+    /// would ([`ota_core::schedule::INTERVAL_KEY`]); `None` leaves the NVS as it is.
+    pub check_every: Option<u64>,
 }
 
 /// How a run of the simulator ended.
@@ -95,6 +101,9 @@ pub fn run(settings: &Settings) -> Result<Ended, String> {
         device.flash.cut_power_after(bytes);
     }
     let store_path = settings.flash.with_extension("nvs.json");
+    if let Some(seconds) = settings.check_every {
+        FileStore::open(store_path.clone()).set(INTERVAL_KEY, seconds.to_string().as_bytes());
+    }
     let topics = Topics::new(&settings.device_id).map_err(|e| e.to_string())?;
     let mut boots = 0;
     loop {
@@ -154,13 +163,29 @@ pub fn run(settings: &Settings) -> Result<Ended, String> {
                 verdict = save_unless_cut(settings, &shared).map(|()| Health::Kept);
             }
             if let Ok(Health::Kept) = verdict {
+                let (schedule, unusable) = Schedule::read(&store);
+                if let Some(why) = unusable {
+                    eprintln!(
+                        "boot {boots}: {why}; checking every {} s",
+                        DEFAULT_INTERVAL.as_secs()
+                    );
+                }
+                let device = identity::device(
+                    booted.version.clone(),
+                    "ESP32-S3 (simulated)".into(),
+                    Some(identity::simulated_mac(&settings.device_id)),
+                    &settings.sources.github,
+                );
                 let app = App::new(
                     topics.clone(),
-                    ha_device(&booted),
+                    device,
                     Arc::new(publisher.clone()),
                     updater.clone(),
                     Box::new(store),
                 );
+                if let Some(schedule) = schedule {
+                    app.check_periodically(schedule);
+                }
                 session.attach(app, &|topic| publisher.subscribe(topic));
             } else {
                 give_up.store(true, Ordering::SeqCst);
@@ -277,15 +302,6 @@ fn engine(settings: &Settings, booted: &Booted) -> Engine {
         },
         timeouts: settings.timeouts,
     })
-}
-
-fn ha_device(booted: &Booted) -> HaDevice {
-    HaDevice {
-        name: "Word clock".into(),
-        model: "ESP32-S3 (simulated)".into(),
-        manufacturer: None,
-        sw_version: booted.version.clone(),
-    }
 }
 
 /// A loopback port nobody listens on (bound, then let go).

@@ -129,16 +129,18 @@ impl Release {
     }
 }
 
-#[derive(Default)]
-pub struct MemoryStore(HashMap<String, Vec<u8>>);
+/// An NVS in memory; clones share it, so a test can read what the app stored, or hand
+/// it to the app of the next boot.
+#[derive(Default, Clone)]
+pub struct MemoryStore(std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>);
 
 impl Store for MemoryStore {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
+        self.0.lock().unwrap().get(key).cloned()
     }
 
     fn set(&mut self, key: &str, value: &[u8]) {
-        self.0.insert(key.into(), value.to_vec());
+        self.0.lock().unwrap().insert(key.into(), value.to_vec());
     }
 }
 

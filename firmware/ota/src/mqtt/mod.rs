@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 mod outbox;
 pub use outbox::Outbox;
 
-use crate::engine::{Source, UpdateError};
+use crate::engine::{Source, Store, UpdateError};
 use crate::{Manifest, Version};
 
 /// Incoming payloads longer than this are refused before they are looked at.
@@ -33,8 +33,16 @@ pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
 /// Home Assistant's default discovery prefix.
 pub const DISCOVERY_PREFIX: &str = "homeassistant";
-/// The sources the Home Assistant select offers, by [`Source::name`].
+/// The sources the Home Assistant select offers, shown by [`source_label`].
 pub const SOURCE_OPTIONS: [Source; 2] = [Source::Github, Source::R2];
+
+/// What a person reads for a source in Home Assistant; [`parse_source`] reads it too.
+pub fn source_label(source: Source) -> &'static str {
+    match source {
+        Source::Github => "GitHub",
+        Source::R2 => "Cloudflare R2",
+    }
+}
 /// How long a device waits, before it reboots, for the broker to have every message it
 /// sent (its last status, the retained state), so Home Assistant does not keep an
 /// install "in progress" on a device that restarted.
@@ -56,6 +64,8 @@ const ORIGIN: &str = "clockrel";
 /// | `home/<device>/availability` | out | yes | [`ONLINE`] / [`OFFLINE`] |
 /// | `homeassistant/update/<device>/firmware/config` | out | yes | [`update_discovery`] |
 /// | `homeassistant/select/<device>/ota_source/config` | out | yes | [`select_discovery`] |
+/// | `homeassistant/button/<device>/check_update/config` | out | yes | [`check_discovery`] |
+/// | `homeassistant/button/<device>/retry_update/config` | out | yes | [`retry_discovery`] |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     device: String,
@@ -69,6 +79,8 @@ pub struct Topics {
     availability: String,
     update_config: String,
     select_config: String,
+    check_config: String,
+    retry_config: String,
 }
 
 /// Why a device id cannot name topics.
@@ -115,6 +127,8 @@ impl Topics {
             availability: format!("{base}/availability"),
             update_config: format!("{DISCOVERY_PREFIX}/update/{device}/firmware/config"),
             select_config: format!("{DISCOVERY_PREFIX}/select/{device}/ota_source/config"),
+            check_config: format!("{DISCOVERY_PREFIX}/button/{device}/check_update/config"),
+            retry_config: format!("{DISCOVERY_PREFIX}/button/{device}/retry_update/config"),
         })
     }
 
@@ -165,6 +179,14 @@ impl Topics {
 
     pub fn select_config(&self) -> &str {
         &self.select_config
+    }
+
+    pub fn check_config(&self) -> &str {
+        &self.check_config
+    }
+
+    pub fn retry_config(&self) -> &str {
+        &self.retry_config
     }
 
     /// The topics the device subscribes to; [`Topics::parse`] reads what arrives on them.
@@ -232,7 +254,7 @@ pub enum PayloadError {
     Json(String),
     #[error("unknown command `{0}`: expected check, install (or update), retry or cancel")]
     UnknownCommand(String),
-    #[error("unknown source `{0}`: expected github, r2 or cloudflare")]
+    #[error("unknown source `{0}`: expected GitHub, Cloudflare R2, github, r2 or cloudflare")]
     UnknownSource(String),
 }
 
@@ -272,8 +294,9 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, PayloadError> {
         .ok_or_else(|| PayloadError::UnknownCommand(echo(word)))
 }
 
-/// Reads an `ota/source/set` payload: `github`, `r2` or `cloudflare` (any ASCII case,
-/// surrounding whitespace ignored), as the select sends it, or `{"source": name}`.
+/// Reads an `ota/source/set` payload: a [`source_label`] as the select sends it, or
+/// `github`, `r2` or `cloudflare` (any ASCII case, surrounding whitespace ignored), or
+/// `{"source": name}`.
 pub fn parse_source(payload: &[u8]) -> Result<Source, PayloadError> {
     let text = text(payload)?;
     let source;
@@ -283,7 +306,11 @@ pub fn parse_source(payload: &[u8]) -> Result<Source, PayloadError> {
     } else {
         text
     };
-    Source::parse(name).ok_or_else(|| PayloadError::UnknownSource(echo(name)))
+    SOURCE_OPTIONS
+        .into_iter()
+        .find(|&source| source_label(source).eq_ignore_ascii_case(name))
+        .or_else(|| Source::parse(name))
+        .ok_or_else(|| PayloadError::UnknownSource(echo(name)))
 }
 
 /// The payload as trimmed, non-empty text of bounded size.
@@ -470,6 +497,10 @@ pub struct Attributes {
         serialize_with = "short_reason"
     )]
     pub rollback_reason: Option<String>,
+    /// The release this device rolled back and refuses until `retry`: while it is set,
+    /// the discovered retry button is available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<Version>,
 }
 
 impl Attributes {
@@ -477,6 +508,10 @@ impl Attributes {
         to_json(self)
     }
 }
+
+/// Where the last offer is kept in the device's store, so that after a reboot (or
+/// Home Assistant's restart) the retained state shows it again.
+pub const OFFER_KEY: &str = "ota_offer";
 
 /// The Home Assistant update entity's state (`MQTT_JSON_UPDATE_SCHEMA`). Unknown text
 /// is left out rather than `null`, which the schema refuses; `update_percentage` is
@@ -501,6 +536,15 @@ pub struct UpdateState {
     pub update_percentage: Option<u8>,
 }
 
+/// The offer part of [`UpdateState`], as [`OFFER_KEY`] keeps it.
+#[derive(Serialize, Deserialize)]
+struct KeptOffer {
+    latest_version: Version,
+    title: Option<String>,
+    release_summary: Option<String>,
+    release_url: Option<String>,
+}
+
 impl UpdateState {
     /// Running `installed`, nothing known about releases, nothing installing.
     pub fn new(installed: Version) -> UpdateState {
@@ -515,12 +559,76 @@ impl UpdateState {
         }
     }
 
-    /// What `manifest` offers: its version, title and description.
-    pub fn offering(self, manifest: &Manifest) -> UpdateState {
+    /// Running `installed`, showing the offer `store` kept ([`UpdateState::keep`]); an
+    /// unreadable record is as none.
+    pub fn kept(installed: Version, store: &dyn Store) -> UpdateState {
+        let kept = store
+            .get(OFFER_KEY)
+            .filter(|bytes| bytes.len() <= MAX_PAYLOAD * 2)
+            .and_then(|bytes| serde_json::from_slice::<KeptOffer>(&bytes).ok());
+        let state = UpdateState::new(installed);
+        match kept {
+            Some(offer) => UpdateState {
+                latest_version: Some(offer.latest_version),
+                title: offer.title,
+                release_summary: offer.release_summary,
+                release_url: offer.release_url,
+                ..state
+            },
+            None => state,
+        }
+    }
+
+    /// Keeps the offer this state shows in `store`, for [`UpdateState::kept`].
+    pub fn keep(&self, store: &mut dyn Store) {
+        if let Some(latest) = &self.latest_version {
+            let offer = KeptOffer {
+                latest_version: latest.clone(),
+                title: self.title.clone(),
+                release_summary: self
+                    .release_summary
+                    .as_deref()
+                    .map(|s| cut(s, MAX_RELEASE_SUMMARY)),
+                release_url: self.release_url.clone(),
+            };
+            store.set(OFFER_KEY, to_json(&offer).as_bytes());
+        }
+    }
+
+    /// What `manifest` offers: its version, title and description, and its release
+    /// page under `releases` (a GitHub repository's `/releases`) when known.
+    pub fn offering(self, manifest: &Manifest, releases: Option<&str>) -> UpdateState {
         UpdateState {
             latest_version: Some(manifest.version.clone()),
             title: manifest.title.clone(),
             release_summary: manifest.description.clone(),
+            release_url: releases.map(|page| format!("{page}/tag/{}", manifest.version.tag())),
+            ..self
+        }
+    }
+
+    /// The offered release will not be installed, and why: shown as the summary, with
+    /// the installed version as the latest so Home Assistant offers no install that
+    /// would be refused again.
+    pub fn not_installable(self, why: String) -> UpdateState {
+        UpdateState {
+            latest_version: Some(self.installed_version.clone()),
+            release_summary: Some(why),
+            ..self
+        }
+    }
+
+    /// The install of the offered release failed: the offer stays (it may be tried
+    /// again), the summary says why.
+    pub fn failed(self, why: &dyn fmt::Display) -> UpdateState {
+        let version = self
+            .latest_version
+            .as_ref()
+            .map_or_else(|| "the update".to_string(), Version::tag);
+        UpdateState {
+            release_summary: Some(format!("The install of {version} failed: {why}")),
+            in_progress: false,
+            update_percentage: None,
             ..self
         }
     }
@@ -530,6 +638,15 @@ impl UpdateState {
         UpdateState {
             in_progress: true,
             update_percentage: Some(percent(done, total)),
+            ..self
+        }
+    }
+
+    /// Nothing installing.
+    pub fn idle(self) -> UpdateState {
+        UpdateState {
+            in_progress: false,
+            update_percentage: None,
             ..self
         }
     }
@@ -547,6 +664,30 @@ pub struct Device {
     pub manufacturer: Option<String>,
     /// The running firmware.
     pub sw_version: Version,
+    /// The board and chip, e.g. `ESP32-S3 rev v0.2`.
+    pub hw_version: Option<String>,
+    /// Where a person reads about and configures the firmware (its repository's page).
+    pub configuration_url: Option<String>,
+    /// The Wi-Fi MAC: Home Assistant merges this device with others that know it.
+    pub mac: Option<[u8; 6]>,
+    /// The firmware's releases page (a GitHub repository's `/releases`), which the
+    /// update entity's `release_url` points into. Not part of the device block.
+    pub releases_url: Option<String>,
+}
+
+/// The GitHub repository page of a source base on raw.githubusercontent.com
+/// (`https://raw.githubusercontent.com/OWNER/REPO/BRANCH/...`): the device's
+/// configuration URL, and with `/releases` its release notes.
+pub fn github_repository(raw_base: &str) -> Option<String> {
+    let path = raw_base.strip_prefix("https://raw.githubusercontent.com/")?;
+    let mut parts = path.split('/');
+    let (owner, repo) = (parts.next()?, parts.next()?);
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    (plain(owner) && plain(repo)).then(|| format!("https://github.com/{owner}/{repo}"))
 }
 
 #[derive(Serialize)]
@@ -557,6 +698,12 @@ struct DeviceBlock<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     manufacturer: Option<&'a str>,
     sw_version: &'a Version,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hw_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configuration_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    connections: Vec<[String; 2]>,
 }
 
 impl<'a> DeviceBlock<'a> {
@@ -567,6 +714,16 @@ impl<'a> DeviceBlock<'a> {
             model: &device.model,
             manufacturer: device.manufacturer.as_deref(),
             sw_version: &device.sw_version,
+            hw_version: device.hw_version.as_deref(),
+            configuration_url: device.configuration_url.as_deref(),
+            connections: device
+                .mac
+                .iter()
+                .map(|mac| {
+                    let text: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+                    ["mac".to_string(), text.join(":")]
+                })
+                .collect(),
         }
     }
 }
@@ -598,12 +755,35 @@ struct SelectConfig<'a> {
     name: &'static str,
     unique_id: String,
     entity_category: &'static str,
-    #[serde(serialize_with = "source_names")]
-    options: [Source; 2],
+    icon: &'static str,
+    options: [&'static str; 2],
     state_topic: &'a str,
-    value_template: &'static str,
+    value_template: String,
     command_topic: &'a str,
     availability_topic: &'a str,
+    qos: u8,
+    device: DeviceBlock<'a>,
+    origin: Origin,
+}
+
+/// One topic a discovered entity is available by, and how to read it.
+#[derive(Serialize)]
+struct Availability<'a> {
+    topic: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_template: Option<&'static str>,
+}
+
+/// Discovery config of Home Assistant's MQTT `button` platform.
+#[derive(Serialize)]
+struct ButtonConfig<'a> {
+    name: &'static str,
+    unique_id: String,
+    icon: &'static str,
+    command_topic: &'a str,
+    payload_press: &'static str,
+    availability: Vec<Availability<'a>>,
+    availability_mode: &'static str,
     qos: u8,
     device: DeviceBlock<'a>,
     origin: Origin,
@@ -629,17 +809,72 @@ pub fn update_discovery(topics: &Topics, device: &Device) -> String {
 }
 
 /// The retained config for [`Topics::select_config`]: the preferred source as a select
-/// of [`SOURCE_OPTIONS`], set through `ota/source/set`, shown from `ota/source/status`.
+/// of [`SOURCE_OPTIONS`] by their labels, set through `ota/source/set`, shown from
+/// `ota/source/status`.
 pub fn select_discovery(topics: &Topics, device: &Device) -> String {
+    let labels: Vec<String> = SOURCE_OPTIONS
+        .iter()
+        .map(|&s| format!("'{}': '{}'", s.name(), source_label(s)))
+        .collect();
     to_json(&SelectConfig {
         name: "OTA source",
         unique_id: format!("{}_ota_source", topics.device()),
         entity_category: "config",
-        options: SOURCE_OPTIONS,
+        icon: "mdi:cloud-sync",
+        options: SOURCE_OPTIONS.map(source_label),
         state_topic: topics.source_status(),
-        value_template: "{{ value_json.source }}",
+        value_template: format!("{{{{ {{{}}}[value_json.source] }}}}", labels.join(", ")),
         command_topic: topics.source_set(),
         availability_topic: topics.availability(),
+        qos: 1,
+        device: DeviceBlock::new(topics, device),
+        origin: Origin { name: ORIGIN },
+    })
+}
+
+/// The retained config for [`Topics::check_config`]: a button that sends `check`, so a
+/// person need not wait for the device's own periodic check.
+pub fn check_discovery(topics: &Topics, device: &Device) -> String {
+    to_json(&ButtonConfig {
+        name: "Check for update",
+        unique_id: format!("{}_check_update", topics.device()),
+        icon: "mdi:update",
+        command_topic: topics.command(),
+        payload_press: "check",
+        availability: alloc::vec![Availability {
+            topic: topics.availability(),
+            value_template: None,
+        }],
+        availability_mode: "all",
+        qos: 1,
+        device: DeviceBlock::new(topics, device),
+        origin: Origin { name: ORIGIN },
+    })
+}
+
+/// The retained config for [`Topics::retry_config`]: a button that sends `retry`,
+/// available only while [`Attributes::rolled_back`] names a release, the one way to
+/// install a release this device rolled back.
+pub fn retry_discovery(topics: &Topics, device: &Device) -> String {
+    to_json(&ButtonConfig {
+        name: "Retry rolled-back update",
+        unique_id: format!("{}_retry_update", topics.device()),
+        icon: "mdi:backup-restore",
+        command_topic: topics.command(),
+        payload_press: "retry",
+        availability: alloc::vec![
+            Availability {
+                topic: topics.availability(),
+                value_template: None,
+            },
+            Availability {
+                topic: topics.attributes(),
+                value_template: Some(
+                    "{{ 'online' if value_json.rolled_back is defined else 'offline' }}",
+                ),
+            },
+        ],
+        availability_mode: "all",
         qos: 1,
         device: DeviceBlock::new(topics, device),
         origin: Origin { name: ORIGIN },
