@@ -223,9 +223,12 @@ impl App {
         self.shared.topics.subscriptions()
     }
 
-    /// Waits for the running check or update to end.
+    /// Waits for the running check or update to end, and for any it went on to.
     pub fn wait_idle(&self) {
-        if let Some(handle) = lock(&self.shared.worker).take() {
+        loop {
+            let Some(handle) = lock(&self.shared.worker).take() else {
+                return;
+            };
             let _ = handle.join();
         }
     }
@@ -267,7 +270,14 @@ impl Shared {
         let job = Arc::clone(shared);
         let handle = std::thread::spawn(move || {
             job.run(command);
-            *lock(&job.phase) = Phase::Idle;
+            // An install asked for after this job's check had decided goes on now.
+            let next = match std::mem::replace(&mut *lock(&job.phase), Phase::Idle) {
+                Phase::Checking { then } => then,
+                _ => None,
+            };
+            if let Some(next) = next {
+                Shared::trigger(&job, next);
+            }
         });
         *lock(&shared.worker) = Some(handle);
     }
@@ -342,11 +352,14 @@ impl Shared {
     /// The command the job goes on with after its check: an install or retry asked for
     /// while it checked wins over the check it started as.
     fn after_check(&self, started: Command) -> Command {
-        match *lock(&self.phase) {
-            Phase::Checking {
-                then: Some(Command::Retry),
-            } => Command::Retry,
-            Phase::Checking { then: Some(then) } if started == Command::Check => then,
+        let mut phase = lock(&self.phase);
+        let then = match &mut *phase {
+            Phase::Checking { then } => then.take(),
+            _ => None,
+        };
+        match (then, started) {
+            (Some(Command::Retry), _) => Command::Retry,
+            (Some(then), Command::Check) => then,
             _ => started,
         }
     }

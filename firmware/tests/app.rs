@@ -603,3 +603,19 @@ fn the_device_checks_on_its_own_soon_after_it_starts() {
     // Dropping the app stops its schedule (the test would hang otherwise).
     drop(rig);
 }
+
+#[test]
+fn an_install_pressed_as_a_check_ends_is_not_lost() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.updater.slow_checks.store(true, Ordering::SeqCst);
+    rig.send("home/clock1/command", "check");
+    rig.wait_for_state("checking");
+    rig.tick(1);
+    rig.wait_for_state("available");
+    // The check has decided (or even ended): the install goes on after it either way.
+    rig.send("home/clock1/command", "install");
+    rig.tick(1 + 10);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.states().last().unwrap(), "rebooting");
+}
