@@ -45,11 +45,26 @@ pub trait Updater: Send + Sync {
 enum Phase {
     Idle,
     /// Fetching the manifest; `then` is an install (or retry) asked for meanwhile,
-    /// which the job goes on to once its check is done.
+    /// which the job goes on to once its check is done, unless `cancelled`.
     Checking {
         then: Option<Command>,
+        cancelled: bool,
     },
-    Installing,
+    /// Downloading; `cancelled` once a cancel came, which the job hands the engine at
+    /// its next chunk (the engine forgets a cancel that came before it started).
+    Installing {
+        cancelled: bool,
+    },
+    /// The new image is set to boot: nothing more starts.
+    Rebooting,
+}
+
+/// What the schedule waits for: the first connection (the network is up then), and the
+/// app's stop.
+#[derive(Debug, Default)]
+struct Timer {
+    connected: bool,
+    stopped: bool,
 }
 
 /// What the app remembers between messages.
@@ -64,9 +79,9 @@ struct Shared {
     state: Mutex<UpdateState>,
     control: Control,
     phase: Mutex<Phase>,
-    worker: Mutex<Option<JoinHandle<()>>>,
-    /// Set when the app stops; wakes the schedule's sleep.
-    stopping: (Mutex<bool>, Condvar),
+    /// Every job thread started and not yet joined.
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    timer: (Mutex<Timer>, Condvar),
 }
 
 /// The device's update feature.
@@ -131,8 +146,8 @@ impl App {
                 state: Mutex::new(state),
                 control: Control::default(),
                 phase: Mutex::new(Phase::Idle),
-                worker: Mutex::new(None),
-                stopping: (Mutex::new(false), Condvar::new()),
+                workers: Mutex::new(Vec::new()),
+                timer: (Mutex::new(Timer::default()), Condvar::new()),
             }),
             schedule: Mutex::new(None),
         }
@@ -178,11 +193,19 @@ impl App {
             lock(&s.attributes).rollback_reason = Some(format!("{version} rolled back: {reason}"));
         }
         publish(topics.attributes(), lock(&s.attributes).to_json());
-        let state = s.unless_rolled_back(lock(&s.state).clone());
-        s.publish_state(state);
+        s.update_state(|state| {
+            if state.in_progress {
+                state
+            } else {
+                s.unless_rolled_back(state)
+            }
+        });
         if outcome.is_some() {
             health::clear_outcome(&mut **lock(&s.store));
         }
+        let (timer, wake) = &s.timer;
+        lock(timer).connected = true;
+        wake.notify_all();
     }
 
     /// One incoming message. Topics that are not the update's are ignored.
@@ -191,7 +214,7 @@ impl App {
         match s.topics.parse(topic, payload) {
             None => {}
             Some(Err(error)) => s.publish_status(&Status::error(&error)),
-            Some(Ok(Command::Cancel)) => s.control.cancel(),
+            Some(Ok(Command::Cancel)) => s.cancel(),
             Some(Ok(Command::SetSource(source))) => {
                 source.set_preferred(&mut **lock(&s.store));
                 let status = SourceStatus { source }.to_json();
@@ -204,18 +227,26 @@ impl App {
         }
     }
 
-    /// Checks on its own from now on: soon, then every interval of `schedule`, each
-    /// delay jittered. A check already running when one is due is left to run.
+    /// Checks on its own from now on: soon after the first connection to the broker
+    /// (the network is up by then), then every interval of `schedule`, each delay
+    /// jittered. A job already running when a check is due is left alone. Called again,
+    /// it keeps the first schedule.
     pub fn check_periodically(&self, schedule: Schedule) {
+        let mut slot = lock(&self.schedule);
+        if slot.is_some() {
+            return;
+        }
         let shared = Arc::clone(&self.shared);
-        let handle = std::thread::spawn(move || {
+        *slot = Some(std::thread::spawn(move || {
+            if !shared.wait_for_connection() {
+                return;
+            }
             let mut delay = schedule.first_delay(random());
             while shared.sleep(delay) {
-                Shared::trigger(&shared, Command::Check);
+                Shared::scheduled_check(&shared);
                 delay = schedule.next_delay(random());
             }
-        });
-        *lock(&self.schedule) = Some(handle);
+        }));
     }
 
     /// The topics to subscribe to.
@@ -226,7 +257,7 @@ impl App {
     /// Waits for the running check or update to end, and for any it went on to.
     pub fn wait_idle(&self) {
         loop {
-            let Some(handle) = lock(&self.shared.worker).take() else {
+            let Some(handle) = lock(&self.shared.workers).pop() else {
                 return;
             };
             let _ = handle.join();
@@ -237,8 +268,8 @@ impl App {
 /// The app stops with its schedule, and with no update job left running.
 impl Drop for App {
     fn drop(&mut self) {
-        let (stopping, wake) = &self.shared.stopping;
-        *lock(stopping) = true;
+        let (timer, wake) = &self.shared.timer;
+        lock(timer).stopped = true;
         wake.notify_all();
         if let Some(handle) = lock(&self.schedule).take() {
             let _ = handle.join();
@@ -254,42 +285,104 @@ impl Shared {
         {
             let mut phase = lock(&shared.phase);
             match &mut *phase {
-                Phase::Idle => *phase = Phase::Checking { then: None },
-                Phase::Checking { then } => {
+                Phase::Idle => {
+                    *phase = Phase::Checking {
+                        then: None,
+                        cancelled: false,
+                    }
+                }
+                Phase::Checking { then, cancelled } => {
                     if command != Command::Check && *then != Some(Command::Retry) {
                         *then = Some(command);
+                        *cancelled = false;
                     }
                     return;
                 }
-                Phase::Installing => {
+                Phase::Installing { .. } | Phase::Rebooting => {
                     drop(phase);
                     return shared.note_error("an update is already running");
                 }
             }
         }
+        Shared::spawn(shared, command);
+    }
+
+    /// The schedule's check: only when nothing runs, and silent otherwise.
+    fn scheduled_check(shared: &Arc<Shared>) {
+        {
+            let mut phase = lock(&shared.phase);
+            if *phase != Phase::Idle {
+                return;
+            }
+            *phase = Phase::Checking {
+                then: None,
+                cancelled: false,
+            };
+        }
+        Shared::spawn(shared, Command::Check);
+    }
+
+    /// Runs the job on its own thread, kept to be joined.
+    fn spawn(shared: &Arc<Shared>, command: Command) {
         let job = Arc::clone(shared);
-        let handle = std::thread::spawn(move || {
+        let mut workers = lock(&shared.workers);
+        workers.retain(|w| !w.is_finished());
+        workers.push(std::thread::spawn(move || {
             job.run(command);
             // An install asked for after this job's check had decided goes on now.
-            let next = match std::mem::replace(&mut *lock(&job.phase), Phase::Idle) {
-                Phase::Checking { then } => then,
-                _ => None,
+            let next = {
+                let mut phase = lock(&job.phase);
+                let next = match *phase {
+                    Phase::Checking {
+                        then,
+                        cancelled: false,
+                    } => then,
+                    _ => None,
+                };
+                if *phase != Phase::Rebooting {
+                    *phase = Phase::Idle;
+                }
+                next
             };
             if let Some(next) = next {
                 Shared::trigger(&job, next);
             }
-        });
-        *lock(&shared.worker) = Some(handle);
+        }));
+    }
+
+    /// A cancel: forgets an install asked for during a check, and stops a download.
+    fn cancel(&self) {
+        let mut phase = lock(&self.phase);
+        match &mut *phase {
+            Phase::Checking { then, cancelled } => {
+                *then = None;
+                *cancelled = true;
+            }
+            Phase::Installing { cancelled } => {
+                *cancelled = true;
+                self.control.cancel();
+            }
+            Phase::Idle | Phase::Rebooting => {}
+        }
+    }
+
+    /// Waits until the broker has accepted the session once, or the app stops; whether
+    /// it did not stop.
+    fn wait_for_connection(&self) -> bool {
+        let (timer, wake) = &self.timer;
+        let timer = wake
+            .wait_while(lock(timer), |t| !t.connected && !t.stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        !timer.stopped
     }
 
     /// Sleeps `delay`, or until the app stops; whether it did not stop.
     fn sleep(&self, delay: Duration) -> bool {
-        let (stopping, wake) = &self.stopping;
-        let stopped = lock(stopping);
-        let (stopped, _) = wake
-            .wait_timeout_while(stopped, delay, |stopped| !*stopped)
+        let (timer, wake) = &self.timer;
+        let (timer, _) = wake
+            .wait_timeout_while(lock(timer), delay, |t| !t.stopped)
             .unwrap_or_else(PoisonError::into_inner);
-        !*stopped
+        !timer.stopped
     }
 
     fn publish_status(&self, status: &Status) {
@@ -297,10 +390,18 @@ impl Shared {
             .publish(self.topics.progress(), status.to_json().as_bytes(), false);
     }
 
-    fn publish_state(&self, state: UpdateState) {
+    /// Changes the state and publishes it, under its lock: two changes at once (a
+    /// reconnect's and the job's) are published in the order they are kept.
+    fn update_state(&self, change: impl FnOnce(UpdateState) -> UpdateState) {
+        let mut state = lock(&self.state);
+        let changed = change(state.clone());
         self.publisher
-            .publish(self.topics.state(), state.to_json().as_bytes(), true);
-        *lock(&self.state) = state;
+            .publish(self.topics.state(), changed.to_json().as_bytes(), true);
+        *state = changed;
+    }
+
+    fn publish_state(&self, state: UpdateState) {
+        self.update_state(|_| state);
     }
 
     /// Shows `state` and keeps its offer for the next boot.
@@ -350,18 +451,24 @@ impl Shared {
     }
 
     /// The command the job goes on with after its check: an install or retry asked for
-    /// while it checked wins over the check it started as.
-    fn after_check(&self, started: Command) -> Command {
+    /// while it checked wins over the check it started as; `None` when a cancel came.
+    fn after_check(&self, started: Command) -> Option<Command> {
         let mut phase = lock(&self.phase);
-        let then = match &mut *phase {
-            Phase::Checking { then } => then.take(),
-            _ => None,
+        let (then, cancelled) = match &mut *phase {
+            Phase::Checking { then, cancelled } => (then.take(), std::mem::take(cancelled)),
+            _ => (None, false),
         };
         match (then, started) {
-            (Some(Command::Retry), _) => Command::Retry,
-            (Some(then), Command::Check) => then,
-            _ => started,
+            _ if cancelled => None,
+            (Some(Command::Retry), _) => Some(Command::Retry),
+            (Some(then), Command::Check) => Some(then),
+            _ => Some(started),
         }
+    }
+
+    /// Whether a cancel came for the running download.
+    fn install_cancelled(&self) -> bool {
+        matches!(*lock(&self.phase), Phase::Installing { cancelled: true })
     }
 
     /// Check, then (unless the command is a check) download, verify and reboot.
@@ -369,11 +476,14 @@ impl Shared {
         self.publish_status(&Status::new(State::Checking, 0, 0));
         let preferred = Source::preferred(&**lock(&self.store));
         let checked = self.updater.check(preferred);
-        let command = self.after_check(started);
+        let Some(command) = self.after_check(started) else {
+            self.update_state(UpdateState::idle);
+            return self.report(&UpdateError::Cancelled);
+        };
         let mut offer = match checked {
             Ok(offer) => offer,
             Err(error) => {
-                self.publish_state(lock(&self.state).clone().idle());
+                self.update_state(UpdateState::idle);
                 return self.report(&error);
             }
         };
@@ -410,9 +520,13 @@ impl Shared {
             }
             Decision::Update => self.show_offer(offered.clone()),
         }
-        *lock(&self.phase) = Phase::Installing;
+        *lock(&self.phase) = Phase::Installing { cancelled: false };
         let mut gate = mqtt::ProgressGate::default();
         let mut progress = |done: u64, total: u64| {
+            // The engine is running now: a cancel that came as it started reaches it.
+            if self.install_cancelled() {
+                self.control.cancel();
+            }
             if gate.report(done, total) {
                 self.publish_status(&Status::new(State::Downloading, done, total));
                 self.publish_state(offered.clone().installing(done, total));
@@ -420,6 +534,7 @@ impl Shared {
         };
         match self.updater.install(&offer, &self.control, &mut progress) {
             Ok(installed) => {
+                *lock(&self.phase) = Phase::Rebooting;
                 let attributes = {
                     let mut attributes = lock(&self.attributes);
                     attributes.source_used = installed.sources;

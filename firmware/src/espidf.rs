@@ -208,8 +208,9 @@ fn run() -> Result<(), EspError> {
 fn wifi_mac() -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     // SAFETY: esp_read_mac writes 6 bytes (the station MAC's length) into `mac`.
-    let read = unsafe { sys::esp_read_mac(mac.as_mut_ptr(), sys::esp_mac_type_t_ESP_MAC_WIFI_STA) };
-    (read == sys::ESP_OK).then_some(mac)
+    esp!(unsafe { sys::esp_read_mac(mac.as_mut_ptr(), sys::esp_mac_type_t_ESP_MAC_WIFI_STA) })
+        .ok()
+        .map(|()| mac)
 }
 
 /// The chip's revision as `major * 100 + minor`, the encoding of the image header's

@@ -19,13 +19,27 @@ use ota_core::{Chip, Manifest, Sha256};
 use wordclock::app::{App, Publisher, Updater};
 use wordclock::session::Session;
 
-/// Every message published, in order.
+/// Every message published, in order; and a gate: the first message containing its
+/// text waits, before it is recorded, until the test lets it through.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(String, String, bool)>>);
+struct Recorder(
+    Mutex<Vec<(String, String, bool)>>,
+    Mutex<Option<(String, Receiver<()>)>>,
+);
 
 impl Publisher for Recorder {
     fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
         let text = String::from_utf8_lossy(payload).into_owned();
+        let gate = {
+            let mut gate = self.1.lock().unwrap();
+            match gate.as_ref() {
+                Some((part, _)) if text.contains(part.as_str()) => gate.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, open)) = gate {
+            open.recv().unwrap();
+        }
         self.0
             .lock()
             .unwrap()
@@ -66,6 +80,8 @@ struct Stepped {
     slow_checks: AtomicBool,
     /// The install fails half-way, as a download whose image does not verify.
     failing: AtomicBool,
+    /// The check fails, as with both sources unreachable.
+    failing_checks: AtomicBool,
 }
 
 /// A manifest as the engine hands it on: signed by a key the device trusts.
@@ -99,6 +115,11 @@ impl Updater for Stepped {
         self.checks.fetch_add(1, Ordering::SeqCst);
         if self.slow_checks.load(Ordering::SeqCst) {
             self.ticks.lock().unwrap().recv().unwrap();
+        }
+        if self.failing_checks.load(Ordering::SeqCst) {
+            return Err(UpdateError::NoManifest {
+                attempts: Vec::new(),
+            });
         }
         Ok(Offer {
             source: preferred,
@@ -160,6 +181,7 @@ fn rig(decision: Decision, store: MemoryStore) -> Rig {
         log: recorder.clone(),
         slow_checks: AtomicBool::new(false),
         failing: AtomicBool::new(false),
+        failing_checks: AtomicBool::new(false),
     });
     let topics = Topics::new("clock1").unwrap();
     let device = wordclock::identity::device(
@@ -187,7 +209,7 @@ fn rig(decision: Decision, store: MemoryStore) -> Rig {
 impl Rig {
     /// Waits (a few seconds at most) until the app has published status `state`.
     fn wait_for_state(&self, state: &str) {
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !self.states().iter().any(|s| s == state) {
             assert!(
                 std::time::Instant::now() < until,
@@ -587,13 +609,12 @@ fn the_device_checks_on_its_own_soon_after_it_starts() {
     let rig = rig(Decision::Update, MemoryStore::default());
     rig.app
         .check_periodically(ota_core::schedule::Schedule::parse("60").unwrap().unwrap());
-    // The first check comes within a tenth of the interval: 6 s here.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while rig.updater.checks.load(Ordering::SeqCst) == 0 {
-        assert!(std::time::Instant::now() < until, "no check came");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    rig.app.on_connect();
+    // The first check comes within a tenth of the interval after the first connection:
+    // 6 s here.
+    rig.wait_for_state("available");
     rig.app.wait_idle();
+    assert_eq!(rig.updater.checks.load(Ordering::SeqCst), 1);
     assert_eq!(rig.state()["latest_version"], "2.0.0");
     assert_eq!(
         rig.updater.installs.load(Ordering::SeqCst),
@@ -607,15 +628,70 @@ fn the_device_checks_on_its_own_soon_after_it_starts() {
 #[test]
 fn an_install_pressed_as_a_check_ends_is_not_lost() {
     let rig = rig(Decision::Update, MemoryStore::default());
-    rig.updater.slow_checks.store(true, Ordering::SeqCst);
+    // The check's job is held as it reports what is available: it has decided.
+    let (open, gate) = channel();
+    *rig.recorder.1.lock().unwrap() = Some(("\"available\"".to_owned(), gate));
     rig.send("home/clock1/command", "check");
-    rig.wait_for_state("checking");
-    rig.tick(1);
-    rig.wait_for_state("available");
-    // The check has decided (or even ended): the install goes on after it either way.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rig.recorder.1.lock().unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the check never got there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     rig.send("home/clock1/command", "install");
-    rig.tick(1 + 10);
+    open.send(()).unwrap();
+    rig.tick(10);
     rig.app.wait_idle();
     assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
     assert_eq!(rig.states().last().unwrap(), "rebooting");
+}
+
+/// Runs `wait` on its own thread and fails the test if it does not return in time: a
+/// deadlock must fail the test, not hang the suite.
+fn returns_within(seconds: u64, wait: impl FnOnce() + Send + 'static) {
+    let (done, finished) = channel();
+    std::thread::spawn(move || {
+        wait();
+        let _ = done.send(());
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_secs(seconds))
+            .is_ok(),
+        "still waiting after {seconds} s: a deadlock"
+    );
+}
+
+#[test]
+fn a_failed_check_leaves_the_app_ready_for_the_next() {
+    let rig = Arc::new(rig(Decision::Update, MemoryStore::default()));
+    rig.updater.failing_checks.store(true, Ordering::SeqCst);
+    rig.send("home/clock1/command", "check");
+    let waiting = Arc::clone(&rig);
+    returns_within(30, move || waiting.app.wait_idle());
+    assert_eq!(rig.states(), ["checking", "error"]);
+    assert_eq!(rig.state()["in_progress"], false);
+    // A reconnect and the next command are served.
+    let reconnecting = Arc::clone(&rig);
+    returns_within(30, move || reconnecting.app.on_connect());
+    rig.updater.failing_checks.store(false, Ordering::SeqCst);
+    rig.send("home/clock1/command", "check");
+    rig.app.wait_idle();
+    assert_eq!(rig.states().last().unwrap(), "available");
+}
+
+#[test]
+fn a_cancel_during_the_check_stops_the_install_asked_for() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.updater.slow_checks.store(true, Ordering::SeqCst);
+    rig.send("home/clock1/command", "install");
+    rig.wait_for_state("checking");
+    rig.send("home/clock1/command", "cancel");
+    rig.tick(1);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.states().last().unwrap(), "cancelled");
+    assert_eq!(rig.state()["in_progress"], false);
 }

@@ -862,6 +862,11 @@ fn retained_state_waits_for_room_in_the_queue_and_only_the_latest_is_sent() {
 #[test]
 fn the_outbox_is_flushed_once_the_broker_acknowledged_everything() {
     let mut outbox = Outbox::default();
+    assert!(
+        !outbox.is_flushed(),
+        "no broker has anything before the session"
+    );
+    outbox.connected();
     assert!(outbox.is_flushed());
     outbox.retain("state", b"rebooting");
     assert!(!outbox.is_flushed(), "owed");
@@ -874,9 +879,12 @@ fn the_outbox_is_flushed_once_the_broker_acknowledged_everything() {
     assert!(outbox.is_flushed());
     outbox.acked();
     assert!(outbox.is_flushed(), "a stray acknowledgement is harmless");
-    // A lost connection takes the unacknowledged with it; nothing waits for them.
+    // A lost connection takes the unacknowledged with it; nothing waits for them, but
+    // nothing is flushed until the broker is back.
     outbox.queued();
     outbox.disconnected();
+    assert!(!outbox.is_flushed(), "the broker is gone");
+    outbox.connected();
     assert!(outbox.is_flushed());
 }
 
@@ -984,7 +992,22 @@ fn the_offer_is_kept_across_reboots_and_a_damaged_record_is_none() {
         UpdateState::kept(version("2.9.0"), &nvs).latest_version,
         Some(version("2.9.0"))
     );
-    for damaged in [&b"{"[..], b"null", b"{\"latest_version\":7}", &[0xff; 3000]] {
+    // The longest title and notes, all in characters JSON escapes, still come back.
+    let long = Manifest {
+        title: Some("\u{1}".repeat(5000)),
+        description: Some("\"".repeat(5000)),
+        ..manifest()
+    };
+    UpdateState::new(version("2.8.0"))
+        .offering(&long, None)
+        .keep(&mut nvs);
+    let kept = UpdateState::kept(version("2.8.0"), &nvs);
+    assert_eq!(kept.latest_version, Some(version("2.9.0")));
+    assert_eq!(kept.title.unwrap().chars().count(), MAX_RELEASE_SUMMARY);
+    // Valid, but longer than any offer the device writes.
+    let padded = format!("{{\"latest_version\":\"2.9.0\"{}}}", " ".repeat(5000)).into_bytes();
+    assert!(serde_json::from_slice::<Value>(&padded).is_ok());
+    for damaged in [&b"{"[..], b"null", b"{\"latest_version\":7}", &padded] {
         nvs.0.insert(OFFER_KEY.to_owned(), damaged.to_vec());
         assert_eq!(
             UpdateState::kept(version("2.8.0"), &nvs),

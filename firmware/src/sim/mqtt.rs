@@ -118,7 +118,10 @@ pub fn run(
                 publisher.outbox().acked();
                 continue;
             }
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => session::Event::Connected,
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                publisher.outbox().connected();
+                session::Event::Connected
+            }
             Ok(Ok(Event::Incoming(Packet::Publish(message)))) => session::Event::Message {
                 topic: message.topic,
                 payload: message.payload.to_vec(),

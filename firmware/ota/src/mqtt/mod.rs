@@ -512,6 +512,9 @@ impl Attributes {
 /// Where the last offer is kept in the device's store, so that after a reboot (or
 /// Home Assistant's restart) the retained state shows it again.
 pub const OFFER_KEY: &str = "ota_offer";
+/// The most bytes the kept offer takes: its title and summary are cut to
+/// [`MAX_RELEASE_SUMMARY`] characters, so it always fits (an NVS blob).
+const MAX_KEPT_OFFER: usize = 4096;
 
 /// The Home Assistant update entity's state (`MQTT_JSON_UPDATE_SCHEMA`). Unknown text
 /// is left out rather than `null`, which the schema refuses; `update_percentage` is
@@ -564,7 +567,7 @@ impl UpdateState {
     pub fn kept(installed: Version, store: &dyn Store) -> UpdateState {
         let kept = store
             .get(OFFER_KEY)
-            .filter(|bytes| bytes.len() <= MAX_PAYLOAD * 2)
+            .filter(|bytes| bytes.len() <= MAX_KEPT_OFFER)
             .and_then(|bytes| serde_json::from_slice::<KeptOffer>(&bytes).ok());
         let state = UpdateState::new(installed);
         match kept {
@@ -582,16 +585,21 @@ impl UpdateState {
     /// Keeps the offer this state shows in `store`, for [`UpdateState::kept`].
     pub fn keep(&self, store: &mut dyn Store) {
         if let Some(latest) = &self.latest_version {
+            let short =
+                |text: &Option<String>| text.as_deref().map(|text| cut(text, MAX_RELEASE_SUMMARY));
             let offer = KeptOffer {
                 latest_version: latest.clone(),
-                title: self.title.clone(),
-                release_summary: self
-                    .release_summary
-                    .as_deref()
-                    .map(|s| cut(s, MAX_RELEASE_SUMMARY)),
-                release_url: self.release_url.clone(),
+                title: short(&self.title),
+                release_summary: short(&self.release_summary),
+                release_url: self
+                    .release_url
+                    .clone()
+                    .filter(|url| url.len() <= MAX_PAYLOAD),
             };
-            store.set(OFFER_KEY, to_json(&offer).as_bytes());
+            let bytes = to_json(&offer);
+            if bytes.len() <= MAX_KEPT_OFFER {
+                store.set(OFFER_KEY, bytes.as_bytes());
+            }
         }
     }
 

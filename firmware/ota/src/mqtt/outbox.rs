@@ -17,6 +17,8 @@ pub struct Outbox {
     next: u64,
     /// Messages the client queued that the broker has not acknowledged.
     unacked: usize,
+    /// Whether the broker has accepted the session (and not lost it since).
+    connected: bool,
 }
 
 impl Outbox {
@@ -65,15 +67,24 @@ impl Outbox {
         self.unacked = self.unacked.saturating_sub(1);
     }
 
-    /// The broker's connection was lost: what was queued and not acknowledged may be
-    /// gone with it, so nobody waits for those acknowledgements any longer.
-    pub fn disconnected(&mut self) {
-        self.unacked = 0;
+    /// The broker accepted the session.
+    pub fn connected(&mut self) {
+        self.connected = true;
     }
 
-    /// Whether the broker has everything: nothing owed, nothing unacknowledged.
+    /// The broker's connection was lost: what was queued and not acknowledged may be
+    /// gone with it (a clean session forgets it), so nobody waits for those
+    /// acknowledgements any longer; the retained state is published again on the next
+    /// connection, and nothing is flushed until then.
+    pub fn disconnected(&mut self) {
+        self.unacked = 0;
+        self.connected = false;
+    }
+
+    /// Whether the broker has everything: connected, nothing owed, nothing
+    /// unacknowledged.
     pub fn is_flushed(&self) -> bool {
-        self.owed.is_empty() && self.unacked == 0
+        self.connected && self.owed.is_empty() && self.unacked == 0
     }
 
     /// How many retained topics wait for the client.
