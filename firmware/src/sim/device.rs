@@ -7,7 +7,7 @@ use ota_core::image::{ChipRevision, ImageInfo, ImageReader};
 use ota_core::otadata::{BootTarget, ENTRY_SIZE, OtaState, Otadata, SECTOR_SIZE, Slot};
 use ota_core::{Chip, Version};
 
-use super::flash::{Flash, PowerCut};
+use super::flash::{Flash, PowerCut, SECTOR};
 use super::layout::{Extent, Layout, TABLE_OFFSET};
 
 /// The simulated board's chip: an ESP32-S3 of revision v0.2, with an eFuse block of
@@ -79,7 +79,7 @@ impl Device {
         let bytes = self
             .flash
             .read(self.layout.otadata.offset, self.layout.otadata.size);
-        Otadata::from_bytes(bytes).unwrap_or_else(|_| Otadata::blank())
+        Otadata::from_bytes(&bytes).unwrap_or_else(|_| Otadata::blank())
     }
 
     /// Writes the sectors of `new` that differ from what the flash holds, one sector at
@@ -120,8 +120,9 @@ impl Device {
             .expect_chip_revision(CHIP_REVISION)
             .expect_efuse_block_revision(EFUSE_BLOCK_REVISION)
             .expect_partition(extent.size as u64);
-        for chunk in self.flash.read(extent.offset, extent.size).chunks(4096) {
-            reader.feed_partial(chunk).ok()?;
+        for at in (extent.offset..extent.offset + extent.size).step_by(SECTOR) {
+            let len = SECTOR.min(extent.offset + extent.size - at);
+            reader.feed_partial(&self.flash.read(at, len)).ok()?;
             if reader.is_complete() {
                 return reader.finish().ok();
             }

@@ -1,8 +1,14 @@
 //! SPI NOR flash as the chip has it: erase sets 4 KiB sectors to 0xFF, writes can only
-//! clear bits, and power can be cut after any byte.
+//! clear bits, and power can be cut after any byte. Sparse: an erased sector takes no
+//! memory, so a simulated device costs what its flash holds, and a fleet of them fits.
+
+use std::borrow::Cow;
 
 /// The erase unit.
 pub const SECTOR: usize = 0x1000;
+
+/// An erased sector, as every read of one sees it.
+static ERASED: [u8; SECTOR] = [0xFF; SECTOR];
 
 /// Power was cut: the operation stopped part-way, and the device must restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -12,7 +18,8 @@ pub struct PowerCut;
 /// The flash contents, surviving every simulated reboot.
 #[derive(Debug, Clone)]
 pub struct Flash {
-    bytes: Vec<u8>,
+    /// Each sector's bytes; `None` while it is erased.
+    sectors: Vec<Option<Box<[u8; SECTOR]>>>,
     /// Bytes the flash may still erase or write before the power goes.
     budget: Option<u64>,
     /// Bytes erased or written so far, to place power cuts across a whole operation.
@@ -22,10 +29,10 @@ pub struct Flash {
 }
 
 impl Flash {
-    /// A fresh chip of `size` bytes: all erased.
+    /// A fresh chip of `size` bytes (whole sectors): all erased.
     pub fn new(size: usize) -> Flash {
         Flash {
-            bytes: vec![0xFF; size],
+            sectors: vec![None; size.div_ceil(SECTOR)],
             budget: None,
             spent: 0,
             operations: Vec::new(),
@@ -34,20 +41,52 @@ impl Flash {
 
     /// A flash with these contents, as saved by a previous run.
     pub fn from_bytes(bytes: Vec<u8>) -> Flash {
-        Flash {
-            bytes,
-            budget: None,
-            spent: 0,
-            operations: Vec::new(),
+        let mut flash = Flash::new(bytes.len());
+        for (slot, chunk) in flash.sectors.iter_mut().zip(bytes.chunks(SECTOR)) {
+            if chunk.iter().any(|&b| b != 0xFF) {
+                let mut sector = Box::new(ERASED);
+                sector[..chunk.len()].copy_from_slice(chunk);
+                *slot = Some(sector);
+            }
         }
+        flash
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+    pub fn len(&self) -> usize {
+        self.sectors.len() * SECTOR
     }
 
-    pub fn read(&self, offset: usize, len: usize) -> &[u8] {
-        &self.bytes[offset..offset + len]
+    pub fn is_empty(&self) -> bool {
+        self.sectors.is_empty()
+    }
+
+    /// The whole contents, as a flash file holds them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.read(0, self.len()).into_owned()
+    }
+
+    /// Bytes of memory the contents take: the sectors that are not erased.
+    pub fn resident(&self) -> usize {
+        self.sectors.iter().flatten().count() * SECTOR
+    }
+
+    /// `len` bytes at `offset`: borrowed when they lie in one sector.
+    pub fn read(&self, offset: usize, len: usize) -> Cow<'_, [u8]> {
+        let within = offset % SECTOR;
+        if within + len <= SECTOR {
+            let sector = self.sectors[offset / SECTOR].as_deref().unwrap_or(&ERASED);
+            return Cow::Borrowed(&sector[within..within + len]);
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut at = offset;
+        while at < offset + len {
+            let within = at % SECTOR;
+            let n = (SECTOR - within).min(offset + len - at);
+            let sector = self.sectors[at / SECTOR].as_deref().unwrap_or(&ERASED);
+            out.extend_from_slice(&sector[within..within + n]);
+            at += n;
+        }
+        Cow::Owned(out)
     }
 
     /// Cuts the power once `bytes` more bytes have been erased or written.
@@ -76,6 +115,19 @@ impl Flash {
         self.budget = None;
     }
 
+    /// Spends up to `want` bytes of the budget: how many the power lasts for.
+    fn allow(&mut self, want: usize) -> usize {
+        let granted = match self.budget {
+            Some(left) => want.min(usize::try_from(left).unwrap_or(usize::MAX)),
+            None => want,
+        };
+        if let Some(left) = &mut self.budget {
+            *left -= granted as u64;
+        }
+        self.spent += granted as u64;
+        granted
+    }
+
     /// Erases the sectors covering `offset..offset + len` (both sector-aligned).
     pub fn erase(&mut self, offset: usize, len: usize) -> Result<(), PowerCut> {
         self.operations.push((self.spent, len as u64));
@@ -83,10 +135,17 @@ impl Flash {
             offset.is_multiple_of(SECTOR) && len.is_multiple_of(SECTOR),
             "erase is per sector"
         );
-        for byte in &mut self.bytes[offset..offset + len] {
-            spend(&mut self.budget)?;
-            self.spent += 1;
-            *byte = 0xFF;
+        for index in offset / SECTOR..(offset + len) / SECTOR {
+            let granted = self.allow(SECTOR);
+            if granted == SECTOR {
+                self.sectors[index] = None;
+                continue;
+            }
+            // The power went inside this sector: erased up to there, as the chip leaves it.
+            if let Some(sector) = self.sectors[index].as_mut() {
+                sector[..granted].fill(0xFF);
+            }
+            return Err(PowerCut);
         }
         Ok(())
     }
@@ -94,23 +153,25 @@ impl Flash {
     /// Programs `data` at `offset`: each bit can only go from 1 to 0, as on NOR flash.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), PowerCut> {
         self.operations.push((self.spent, data.len() as u64));
-        for (byte, new) in self.bytes[offset..offset + data.len()].iter_mut().zip(data) {
-            spend(&mut self.budget)?;
-            self.spent += 1;
-            *byte &= new;
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done;
+            let within = at % SECTOR;
+            let n = (SECTOR - within).min(data.len() - done);
+            let granted = self.allow(n);
+            let piece = &data[done..done + granted];
+            if piece.iter().any(|&b| b != 0xFF) {
+                let sector = self.sectors[at / SECTOR].get_or_insert_with(|| Box::new(ERASED));
+                for (byte, new) in sector[within..within + granted].iter_mut().zip(piece) {
+                    *byte &= new;
+                }
+            }
+            if granted < n {
+                return Err(PowerCut);
+            }
+            done += n;
         }
         Ok(())
-    }
-}
-
-fn spend(budget: &mut Option<u64>) -> Result<(), PowerCut> {
-    match budget {
-        Some(0) => Err(PowerCut),
-        Some(left) => {
-            *left -= 1;
-            Ok(())
-        }
-        None => Ok(()),
     }
 }
 
@@ -124,12 +185,12 @@ mod tests {
         flash.write(10, &[0x0F]).unwrap();
         flash.write(10, &[0xF0]).unwrap();
         assert_eq!(
-            flash.read(10, 1),
+            *flash.read(10, 1),
             [0x00],
             "NOR cannot set bits without an erase"
         );
         flash.erase(0, SECTOR).unwrap();
-        assert_eq!(flash.read(10, 1), [0xFF]);
+        assert_eq!(*flash.read(10, 1), [0xFF]);
     }
 
     #[test]
@@ -137,9 +198,105 @@ mod tests {
         let mut flash = Flash::new(SECTOR);
         flash.cut_power_after(3);
         assert_eq!(flash.write(0, &[0, 0, 0, 0, 0]), Err(PowerCut));
-        assert_eq!(flash.read(0, 5), [0, 0, 0, 0xFF, 0xFF]);
+        assert_eq!(*flash.read(0, 5), [0, 0, 0, 0xFF, 0xFF]);
         assert!(flash.power_is_cut());
         flash.restore_power();
         flash.write(3, &[0]).unwrap();
+    }
+
+    #[test]
+    fn erased_sectors_take_no_memory() {
+        let mut flash = Flash::new(8 << 20);
+        assert_eq!(flash.resident(), 0);
+        flash.write(SECTOR + 10, &[0u8; 2 * SECTOR]).unwrap();
+        assert_eq!(flash.resident(), 3 * SECTOR, "the sectors written, only");
+        flash.erase(SECTOR, 3 * SECTOR).unwrap();
+        assert_eq!(flash.resident(), 0, "an erase gives them back");
+        flash.write(0, &[0xFF; SECTOR]).unwrap();
+        assert_eq!(flash.resident(), 0, "writing ones changes nothing");
+    }
+
+    /// The dense flash the sparse one must behave as, byte for byte.
+    struct Dense {
+        bytes: Vec<u8>,
+        budget: Option<u64>,
+    }
+
+    impl Dense {
+        fn spend(&mut self) -> bool {
+            match &mut self.budget {
+                Some(0) => false,
+                Some(left) => {
+                    *left -= 1;
+                    true
+                }
+                None => true,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Erase { sector: usize, count: usize },
+        Write { offset: usize, data: Vec<u8> },
+        Cut(u64),
+        Restore,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..4usize, 1..3usize).prop_map(|(sector, count)| Op::Erase { sector, count }),
+            (
+                0..5 * SECTOR,
+                proptest::collection::vec(any::<u8>(), 0..2 * SECTOR)
+            )
+                .prop_map(|(offset, data)| Op::Write { offset, data }),
+            (0..3 * SECTOR as u64).prop_map(Op::Cut),
+            Just(Op::Restore),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_sparse_flash_behaves_as_a_dense_one(ops in proptest::collection::vec(op(), 1..24)) {
+            const SIZE: usize = 8 * SECTOR;
+            let mut sparse = Flash::new(SIZE);
+            let mut dense = Dense { bytes: vec![0xFF; SIZE], budget: None };
+            for op in ops {
+                match op {
+                    Op::Erase { sector, count } => {
+                        let (offset, len) = (sector * SECTOR, count * SECTOR);
+                        let mut cut = false;
+                        for byte in offset..offset + len {
+                            if !dense.spend() { cut = true; break; }
+                            dense.bytes[byte] = 0xFF;
+                        }
+                        proptest::prop_assert_eq!(sparse.erase(offset, len).is_err(), cut);
+                    }
+                    Op::Write { offset, data } => {
+                        let data = &data[..data.len().min(SIZE - offset)];
+                        let mut cut = false;
+                        for (i, new) in data.iter().enumerate() {
+                            if !dense.spend() { cut = true; break; }
+                            dense.bytes[offset + i] &= new;
+                        }
+                        proptest::prop_assert_eq!(sparse.write(offset, data).is_err(), cut);
+                    }
+                    Op::Cut(bytes) => {
+                        dense.budget = Some(bytes);
+                        sparse.cut_power_after(bytes);
+                    }
+                    Op::Restore => {
+                        dense.budget = None;
+                        sparse.restore_power();
+                    }
+                }
+                proptest::prop_assert_eq!(&sparse.to_bytes(), &dense.bytes);
+                proptest::prop_assert_eq!(sparse.power_is_cut(), dense.budget == Some(0));
+            }
+            let reloaded = Flash::from_bytes(sparse.to_bytes());
+            proptest::prop_assert_eq!(reloaded.to_bytes(), dense.bytes);
+        }
     }
 }

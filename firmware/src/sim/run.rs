@@ -65,7 +65,7 @@ pub enum Ended {
 /// the simulator can be stopped anywhere, like the power going.
 fn save(path: &Path, flash: &Flash) -> Result<(), String> {
     let temporary = path.with_extension("saving");
-    std::fs::write(&temporary, flash.as_bytes())
+    std::fs::write(&temporary, flash.to_bytes())
         .and_then(|()| std::fs::rename(&temporary, path))
         .map_err(|e| format!("cannot save {}: {e}", path.display()))
 }
