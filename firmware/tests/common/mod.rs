@@ -21,7 +21,12 @@ pub const V2_FILE: &str = "wordclock-v2.0.0.bin";
 
 /// An app image of `version`, made as a release makes it.
 pub fn image(version: &str) -> Vec<u8> {
-    let elf = FirmwareElf::new(version).payload_len(8 * 1024).build();
+    image_of(version, 8 * 1024)
+}
+
+/// An app image of `version` carrying `payload` bytes of code and data.
+pub fn image_of(version: &str, payload: u32) -> Vec<u8> {
+    let elf = FirmwareElf::new(version).payload_len(payload).build();
     let flash = "8MB".parse().unwrap();
     clockrel::elf::app_image(&elf, Chip::Esp32S3, flash, version).unwrap()
 }
@@ -85,8 +90,12 @@ pub struct Release {
 
 impl Release {
     pub fn v2() -> Release {
+        Release::of(image("2.0.0"))
+    }
+
+    /// Release 2.0.0 with this image, signed.
+    pub fn of(image: Vec<u8>) -> Release {
         let key = SecretKey::from_seed([9; 32]);
-        let image = image("2.0.0");
         let mut manifest = Manifest {
             format: Some(FORMAT),
             version: "2.0.0".parse().unwrap(),

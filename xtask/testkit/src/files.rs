@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,35 @@ pub(crate) struct Sent {
     breaks: bool,
     /// The wait before the next frame or the break.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The server's count of bytes sent, and what it may still send.
+    meter: Option<Arc<Meter>>,
+}
+
+/// Body bytes a server has sent, and how many more it may send before it fails.
+#[derive(Debug, Default)]
+struct Meter {
+    budget: Mutex<Option<u64>>,
+    served: AtomicU64,
+}
+
+impl Meter {
+    /// How many of `want` bytes may go out now; counted as sent.
+    fn grant(&self, want: usize) -> usize {
+        let granted = match lock(&self.budget).as_mut() {
+            Some(left) => {
+                let granted = want.min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= granted as u64;
+                granted
+            }
+            None => want,
+        };
+        self.served.fetch_add(granted as u64, Ordering::SeqCst);
+        granted
+    }
+
+    fn exhausted(&self) -> bool {
+        *lock(&self.budget) == Some(0)
+    }
 }
 
 impl Sent {
@@ -43,6 +72,7 @@ impl Sent {
             every: Duration::ZERO,
             breaks,
             pause: None,
+            meter: None,
         }
     }
 }
@@ -62,7 +92,16 @@ impl Body for Sent {
             }
         }
         if !self.rest.is_empty() {
-            let n = self.piece.min(self.rest.len());
+            let mut n = self.piece.min(self.rest.len());
+            if let Some(meter) = &self.meter {
+                let granted = meter.grant(n);
+                if granted < n {
+                    // The server fails now: this body ends here, broken.
+                    n = granted;
+                    self.rest.truncate(n);
+                    self.breaks = true;
+                }
+            }
             let data = self.rest.split_to(n);
             // Before the next piece, or before the break: the bytes sent reach the client.
             let wait = if !self.rest.is_empty() {
@@ -103,6 +142,9 @@ struct Files {
     trickle: Mutex<Option<(usize, Duration)>>,
     /// Every request: path and the Range start it asked for.
     log: Mutex<Vec<(String, Option<u64>)>>,
+    /// Body bytes sent so far, and the budget after which the server fails: then
+    /// every body under way breaks, and every later request gets 503.
+    meter: Arc<Meter>,
 }
 
 /// Files served at `{url}/{name}`.
@@ -158,6 +200,18 @@ impl FileServer {
     pub fn requests(&self) -> Vec<(String, Option<u64>)> {
         lock(&self.files.log).clone()
     }
+
+    /// After `bytes` more body bytes in all, the server fails as a source that goes
+    /// down under load: the body under way breaks there, and every request after it
+    /// gets 503.
+    pub fn fail_after(&self, bytes: u64) {
+        *lock(&self.files.meter.budget) = Some(bytes);
+    }
+
+    /// Body bytes sent so far, every request together.
+    pub fn bytes_served(&self) -> u64 {
+        self.files.meter.served.load(Ordering::SeqCst)
+    }
 }
 
 async fn serve(
@@ -181,12 +235,19 @@ async fn serve(
             "Range Not Satisfiable",
         ));
     }
+    if files.meter.exhausted() {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+        ));
+    }
     let cut = lock(&files.cut).remove(&path);
     let sent = match cut {
         Some(bytes) => body[start..(start + bytes).min(total)].to_vec(),
         None => body[start..].to_vec(),
     };
     let mut body = Sent::whole(Bytes::from(sent), cut.is_some());
+    body.meter = Some(Arc::clone(&files.meter));
     if let Some((piece, every)) = *lock(&files.trickle) {
         body.piece = piece;
         body.every = every;
@@ -208,4 +269,51 @@ async fn serve(
         }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    /// A GET over a plain socket: the status line and every body byte that arrived
+    /// before the connection ended, broken or not.
+    fn get(server: &FileServer, path: &str) -> (String, Vec<u8>) {
+        let address = server
+            .base()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut socket = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            socket,
+            "GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+        let status = head.lines().next().unwrap().to_owned();
+        (status, answer[split + 4..].to_vec())
+    }
+
+    #[test]
+    fn a_server_that_fails_under_load_breaks_the_body_under_way_then_answers_503() {
+        let server = FileServer::start(&[("image.bin", b"0123456789")]);
+        server.fail_after(14);
+        assert_eq!(
+            get(&server, "image.bin"),
+            ("HTTP/1.1 200 OK".to_owned(), b"0123456789".to_vec())
+        );
+        let (status, body) = get(&server, "image.bin");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, b"0123", "cut where the budget ends");
+        assert_eq!(
+            get(&server, "image.bin").0,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        assert_eq!(server.bytes_served(), 14);
+        assert_eq!(server.requests().len(), 3);
+    }
 }
