@@ -241,3 +241,107 @@ fn a_stale_signed_manifest_on_github_does_not_hide_the_release_r2_serves() {
     let asked: Vec<String> = r2.requests().into_iter().map(|(path, _)| path).collect();
     assert_eq!(asked, ["/version.json", format!("/{V2_FILE}").as_str()]);
 }
+
+#[test]
+fn github_answering_404_is_left_for_r2() {
+    let release = Release::v2();
+    let github = FileServer::start(&[]);
+    let r2 = serving(&release);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    let installed = install_preferring(&mut device, &release, &sources, Source::Github).unwrap();
+    assert_eq!(installed.sources, [Source::R2]);
+    assert_eq!(github.requests(), [("/version.json".to_owned(), None)]);
+    assert_eq!(image_requests(&r2), [None]);
+}
+
+#[test]
+fn r2_answering_503_is_left_for_github() {
+    let release = Release::v2();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    r2.fail_after(0);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    let installed = install_preferring(&mut device, &release, &sources, Source::R2).unwrap();
+    assert_eq!(installed.sources, [Source::Github]);
+    assert_eq!(r2.bytes_served(), 0);
+    assert_eq!(image_requests(&github), [None]);
+}
+
+#[test]
+fn both_sources_down_fails_the_update_and_leaves_the_running_image() {
+    let release = Release::v2();
+    let r2 = serving(&release);
+    r2.fail_after(0);
+    let sources = Sources {
+        github: dead_base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    let failed = install_preferring(&mut device, &release, &sources, Source::Github).unwrap_err();
+    assert!(
+        matches!(&failed, UpdateError::NoManifest { attempts } if attempts.len() == 2),
+        "{failed:?}"
+    );
+    let booted = device.boot().unwrap();
+    assert_eq!(
+        (booted.target, booted.version.to_string()),
+        (BootTarget::Factory, "1.0.0".to_owned())
+    );
+}
+
+#[test]
+fn a_replayed_older_signed_manifest_downgrades_nothing() {
+    // The device runs 2.0.0, committed.
+    let release = Release::v2();
+    let serving_v2 = serving(&release);
+    let sources = Sources {
+        github: dead_base(),
+        r2: serving_v2.base(),
+    };
+    let mut device = fresh_device();
+    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    // Both sources now serve an older release's manifest, correctly signed: a replay.
+    let mut old = release.manifest.clone();
+    old.version = "1.5.0".parse().unwrap();
+    old.sign(&release.key);
+    let replayed = [
+        ("version.json", old.to_json()),
+        (V2_FILE, release.image.clone()),
+    ];
+    let files: Vec<(&str, &[u8])> = replayed.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    let (github, r2) = (FileServer::start(&files), FileServer::start(&files));
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let booted = device.boot().unwrap();
+    let spent = device.flash.spent();
+    let engine = release.engine(&booted, sources, Timeouts::default());
+    let refused = engine
+        .update(
+            &mut RealHttp::new().unwrap(),
+            &mut device.slots(booted.target),
+            Source::Github,
+            &Control::default(),
+            &mut |_: u64, _: u64| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            UpdateError::Refused(ota_core::policy::Refusal::Downgrade { .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(device.flash.spent(), spent, "nothing was written");
+    assert!(image_requests(&github).is_empty() && image_requests(&r2).is_empty());
+    assert_eq!(device.boot().unwrap().version.to_string(), "2.0.0");
+}

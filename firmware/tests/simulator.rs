@@ -294,3 +294,75 @@ impl Sim {
         std::fs::read(&self.flash).unwrap()
     }
 }
+
+#[test]
+fn both_sources_down_is_reported_over_mqtt_and_the_clock_keeps_its_image() {
+    let broker = MqttBroker::start();
+    let release = Release::v2();
+    // GitHub refuses connections (start's default); R2 answers 503 to everything.
+    let r2 = FileServer::start(&[]);
+    r2.fail_after(0);
+    let sim = start(&release, &r2, &broker, &[]);
+    let seen = watch(&broker, |topic, payload| {
+        topic == "home/clock1/ota/progress" && payload.contains("\"error\"")
+    });
+    let error = &seen.last().unwrap().1;
+    assert!(
+        error.contains("no source gave a trusted manifest"),
+        "{error}"
+    );
+    let retained = retained(
+        &broker,
+        &["home/clock1/ota/state", "home/clock1/ota/attributes"],
+    );
+    assert_eq!(retained["home/clock1/ota/state"]["in_progress"], false);
+    assert!(
+        retained["home/clock1/ota/attributes"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no source gave a trusted manifest")
+    );
+    let flash = sim.stop();
+    assert_eq!(boots_into(flash), (BootTarget::Factory, "1.0.0".to_owned()));
+}
+
+#[test]
+fn a_broker_restart_mid_download_neither_stops_the_update_nor_loses_its_result() {
+    let mut broker = MqttBroker::start();
+    let release = Release::of(common::image_of("2.0.0", 256 * 1024));
+    let r2 = FileServer::start(&[
+        ("version.json", &release.manifest.to_json()),
+        (V2_FILE, &release.image),
+    ]);
+    // Slow enough (about 1.6 s for the image) for the broker to go and come back.
+    r2.trickle(4 * 1024, std::time::Duration::from_millis(25));
+    let sim = start(&release, &r2, &broker, &[]);
+    watch(&broker, |topic, payload| {
+        topic == "home/clock1/ota/progress" && payload.contains("\"downloading\"")
+    });
+    // Every session drops and every retained message is gone (no persistence).
+    broker.restart();
+    // The rebooted clock reports the new version, nothing in progress.
+    let back = watch_mqtt(broker.port(), &["home/clock1/#"], |_, topic, payload| {
+        topic == "home/clock1/ota/state" && payload.contains("\"installed_version\":\"2.0.0\"")
+    });
+    let state: serde_json::Value = serde_json::from_str(&back.last().unwrap().1).unwrap();
+    assert_eq!(state["in_progress"], false, "{state}");
+    assert!(
+        back.iter()
+            .any(|(t, p)| t == "home/clock1/ota/version" && p.contains("\"2.0.0\"")),
+        "{back:#?}"
+    );
+    let flash = sim.stop();
+    assert_eq!(
+        boots_into(flash),
+        (BootTarget::Ota(Slot(0)), "2.0.0".to_owned())
+    );
+    // One download: the image was not fetched again after the broker came back.
+    let images = r2
+        .requests()
+        .iter()
+        .filter(|(p, _)| p == &format!("/{V2_FILE}"))
+        .count();
+    assert_eq!(images, 1);
+}

@@ -29,38 +29,51 @@ impl MqttBroker {
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false"
         )
         .expect("the broker's config is written");
-        // Debian installs it outside a normal user's PATH.
-        let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-            "/usr/sbin/mosquitto"
-        } else {
-            "mosquitto"
-        };
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(config.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto runs (apt-get install mosquitto)");
-        let broker = MqttBroker {
+        let child = spawn(&config, port);
+        MqttBroker {
             child,
             port,
             _config: config,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start listening on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        broker
+    }
+
+    /// Stops the broker, as a restart or a crash does (every session dropped, retained
+    /// messages gone: no persistence), and starts it again on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self._config, self.port);
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
+}
+
+/// Starts mosquitto with `config` and returns once it accepts connections on `port`.
+fn spawn(config: &tempfile::NamedTempFile, port: u16) -> Child {
+    // Debian installs it outside a normal user's PATH.
+    let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(config.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto runs (apt-get install mosquitto)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 impl Drop for MqttBroker {
