@@ -68,6 +68,10 @@ mod host {
         /// How long one whole request may take, body included
         #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::default().request.as_secs())]
         request_timeout: u64,
+        /// How long the preferred source has to deliver the manifest before the other is
+        /// asked (it is asked again if the other offers no update)
+        #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::default().first_answer.as_secs_f64())]
+        first_answer: f64,
         /// How long each health check may take after an update
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         health_deadline: u64,
@@ -130,6 +134,8 @@ mod host {
                 connect: Duration::from_secs(args.connect_timeout),
                 read: Duration::from_secs(args.read_timeout),
                 request: Duration::from_secs(args.request_timeout),
+                first_answer: Duration::try_from_secs_f64(args.first_answer)
+                    .map_err(|_| "--first-answer is a number of seconds")?,
             },
             health_deadline: Duration::from_secs(args.health_deadline),
             fault: args.fail_health,

@@ -583,3 +583,60 @@ fn a_resume_across_sources_that_differ_starts_over_from_one() {
         "the slot was begun again for the fresh download"
     );
 }
+
+/// GitHub's version.json answers only after `after`; R2's is `r2`'s manifest.
+fn github_answering_after(after: std::time::Duration, r2: &ota_core::Manifest) -> FakeHttp {
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(
+        Source::Github,
+        "version.json",
+        Behaviour::Slow {
+            after,
+            then: Box::new(Behaviour::serve(&manifest().to_json())),
+        },
+    );
+    http.route(Source::R2, "version.json", Behaviour::serve(&r2.to_json()));
+    http
+}
+
+#[test]
+fn a_preferred_source_slower_than_the_first_answer_deadline_is_left_for_the_other() {
+    let first = Timeouts::default().first_answer;
+    let mut http = github_answering_after(first * 4, &manifest());
+    let offer = engine("2.8.0", 0).check(&mut http, Source::Github).unwrap();
+    assert_eq!(
+        (offer.source, offer.decision),
+        (Source::R2, Decision::Update)
+    );
+    // GitHub had only the short deadline; R2 offered the update, so GitHub was not
+    // asked again.
+    assert_eq!(
+        http.deadlines,
+        [first, Timeouts::default().request],
+        "{:?}",
+        http.log
+    );
+    assert_eq!(offer.attempts[0].failure, Some(Failure::Timeout));
+}
+
+#[test]
+fn a_slow_source_cut_off_is_asked_again_when_the_other_offers_no_update() {
+    // R2 serves a stale, correctly signed 2.8.0; GitHub, slowly, has 2.9.0.
+    let mut stale = support::unsigned_manifest();
+    stale.version = "2.8.0".parse().unwrap();
+    stale.sign(&key());
+    let first = Timeouts::default().first_answer;
+    let mut http = github_answering_after(first * 2, &stale);
+    let offer = engine("2.8.0", 0).check(&mut http, Source::Github).unwrap();
+    assert_eq!(
+        (
+            offer.source,
+            offer.decision,
+            offer.manifest.version.to_string()
+        ),
+        (Source::Github, Decision::Update, "2.9.0".to_owned()),
+        "the quick, stale source did not hide the release"
+    );
+    let full = Timeouts::default().request;
+    assert_eq!(http.deadlines, [first, full, full]);
+}

@@ -34,6 +34,8 @@ pub(crate) struct Sent {
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The server's count of bytes sent, and what it may still send.
     meter: Option<Arc<Meter>>,
+    /// After its bytes, the body neither ends nor breaks: the peer goes silent.
+    hangs: bool,
 }
 
 /// Body bytes a server has sent, and how many more it may send before it fails.
@@ -73,6 +75,7 @@ impl Sent {
             breaks,
             pause: None,
             meter: None,
+            hangs: false,
         }
     }
 }
@@ -116,6 +119,10 @@ impl Body for Sent {
             }
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        if self.hangs {
+            // Never woken: the connection stays open and nothing more comes.
+            return Poll::Pending;
+        }
         if self.breaks {
             self.breaks = false;
             return Poll::Ready(Some(Err(std::io::Error::from(
@@ -137,6 +144,8 @@ struct Files {
     files: Mutex<HashMap<String, Vec<u8>>>,
     /// Per path: answer only this many body bytes once, then break the connection.
     cut: Mutex<HashMap<String, usize>>,
+    /// Per path: answer only this many body bytes once, then go silent.
+    silent_after: Mutex<HashMap<String, usize>>,
     stalled: AtomicBool,
     /// Send every body in pieces of this many bytes, this far apart.
     trickle: Mutex<Option<(usize, Duration)>>,
@@ -182,6 +191,12 @@ impl FileServer {
     /// The next answer for `name` breaks the connection after `bytes` bytes of its body.
     pub fn break_after(&self, name: &str, bytes: usize) {
         lock(&self.files.cut).insert(format!("/{name}"), bytes);
+    }
+
+    /// The next answer for `name` sends `bytes` bytes of its body and then nothing
+    /// more, the connection left open: a source gone silent mid-download.
+    pub fn go_silent_after(&self, name: &str, bytes: usize) {
+        lock(&self.files.silent_after).insert(format!("/{name}"), bytes);
     }
 
     /// From now on, bodies come `piece` bytes at a time, `every` apart: a source slow
@@ -242,12 +257,14 @@ async fn serve(
         ));
     }
     let cut = lock(&files.cut).remove(&path);
-    let sent = match cut {
+    let silent = lock(&files.silent_after).remove(&path);
+    let sent = match cut.or(silent) {
         Some(bytes) => body[start..(start + bytes).min(total)].to_vec(),
         None => body[start..].to_vec(),
     };
     let mut body = Sent::whole(Bytes::from(sent), cut.is_some());
     body.meter = Some(Arc::clone(&files.meter));
+    body.hangs = silent.is_some();
     if let Some((piece, every)) = *lock(&files.trickle) {
         body.piece = piece;
         body.every = every;

@@ -273,11 +273,22 @@ impl Engine {
     /// stale cache or a frozen mirror would otherwise hide a release from the whole
     /// fleet. Of two trusted manifests the one that offers an update wins, else the
     /// newer; a tie goes to the preferred source.
+    ///
+    /// The preferred source has [`Timeouts::first_answer`] to deliver; when that cut it
+    /// off and the other source offers no update, it is asked once more with the full
+    /// timeouts.
     pub fn check(&self, http: &mut dyn Http, preferred: Source) -> Result<Offer, UpdateError> {
+        let timeouts = self.config.timeouts;
         let mut attempts = Vec::new();
         let mut best: Option<(Source, Trusted, Decision)> = None;
-        for source in [preferred, preferred.other()] {
-            match self.fetch_manifest(http, source) {
+        let mut asks = alloc::vec![
+            (preferred, timeouts.within(timeouts.first_answer)),
+            (preferred.other(), timeouts),
+        ];
+        let mut at = 0;
+        while let Some(&(source, timeouts)) = asks.get(at) {
+            at += 1;
+            match self.fetch_manifest(http, source, timeouts) {
                 Ok(manifest) => {
                     attempts.push(Attempt {
                         source,
@@ -301,11 +312,17 @@ impl Engine {
                         break;
                     }
                 }
-                Err(failure) => attempts.push(Attempt {
-                    source,
-                    what: "manifest",
-                    failure: Some(failure),
-                }),
+                Err(failure) => {
+                    let cut_short = at == 1 && failure == Failure::Timeout;
+                    attempts.push(Attempt {
+                        source,
+                        what: "manifest",
+                        failure: Some(failure),
+                    });
+                    if cut_short {
+                        asks.push((source, self.config.timeouts));
+                    }
+                }
             }
         }
         match best {
@@ -319,9 +336,14 @@ impl Engine {
         }
     }
 
-    fn fetch_manifest(&self, http: &mut dyn Http, source: Source) -> Result<Trusted, Failure> {
+    fn fetch_manifest(
+        &self,
+        http: &mut dyn Http,
+        source: Source,
+        timeouts: Timeouts,
+    ) -> Result<Trusted, Failure> {
         let url = format!("{}version.json", self.config.sources.base(source));
-        let mut response = http.get(&url, None, self.config.timeouts)?;
+        let mut response = http.get(&url, None, timeouts)?;
         if response.status() != 200 {
             return Err(Failure::Status(response.status()));
         }

@@ -13,6 +13,24 @@ pub struct Timeouts {
     /// The whole request, body included: a source that trickles bytes just inside the
     /// read timeout must not hold the one update a device runs for hours.
     pub request: Duration,
+    /// How long the preferred source has to deliver the manifest before the other one
+    /// is asked: a silent source costs this, not the read timeout. One cut off by it is
+    /// asked again with the full timeouts when the other offers no update, so a slow
+    /// source never hides a newer release. Too short, and a device whose TLS handshake
+    /// takes longer (about a second on the chip) asks its second source first every time.
+    pub first_answer: Duration,
+}
+
+impl Timeouts {
+    /// These timeouts, the whole request cut to `deadline`.
+    pub fn within(self, deadline: Duration) -> Timeouts {
+        Timeouts {
+            connect: self.connect.min(deadline),
+            read: self.read.min(deadline),
+            request: self.request.min(deadline),
+            ..self
+        }
+    }
 }
 
 impl Default for Timeouts {
@@ -23,6 +41,7 @@ impl Default for Timeouts {
             read: Duration::from_secs(5),
             // A 3 MiB image at a poor 20 KiB/s still arrives within this.
             request: Duration::from_secs(300),
+            first_answer: Duration::from_millis(1200),
         }
     }
 }

@@ -100,6 +100,11 @@ pub enum Behaviour {
         body: Vec<u8>,
         shift: u64,
     },
+    /// Takes `after` to answer as `then`: a request whose deadline is shorter times out.
+    Slow {
+        after: std::time::Duration,
+        then: Box<Behaviour>,
+    },
 }
 
 impl Behaviour {
@@ -118,6 +123,8 @@ pub struct FakeHttp {
     pub routes: HashMap<String, Behaviour>,
     /// Every request: URL and Range start.
     pub log: Vec<(String, Option<u64>)>,
+    /// Every request's whole-request deadline, in the same order.
+    pub deadlines: Vec<std::time::Duration>,
 }
 
 impl FakeHttp {
@@ -171,10 +178,16 @@ impl Http for FakeHttp {
         &mut self,
         url: &str,
         from: Option<u64>,
-        _: Timeouts,
+        timeouts: Timeouts,
     ) -> Result<Box<dyn Response + '_>, HttpError> {
         self.log.push((url.to_owned(), from));
-        match self.take(url) {
+        self.deadlines.push(timeouts.request);
+        let behaviour = match self.take(url) {
+            Behaviour::Slow { after, .. } if timeouts.request < after => Behaviour::Timeout,
+            Behaviour::Slow { then, .. } => *then,
+            other => other,
+        };
+        match behaviour {
             Behaviour::Refuse => Err(HttpError::Connect("connection refused".to_owned())),
             Behaviour::Timeout => Err(HttpError::Timeout),
             Behaviour::Status(status) => {
@@ -218,6 +231,8 @@ impl Http for FakeHttp {
                     Some(range),
                 )))
             }
+            // One slow answer is enough to model: a slow one answers as a timeout or not.
+            Behaviour::Slow { .. } => Err(HttpError::Timeout),
         }
     }
 }
