@@ -247,3 +247,69 @@ thread_local! {
         detools_patch(&old, &new)
     };
 }
+
+/// An `esp_delta_ota` patch as ESP-IDF's own tool writes it: the magic (little-endian),
+/// the base image's appended digest (its last 32 bytes), 28 zero bytes, then the
+/// detools patch.
+fn esp_delta_ota_patch(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut patch = 0xfccd_de10u32.to_le_bytes().to_vec();
+    patch.extend_from_slice(&old[old.len() - 32..]);
+    patch.extend_from_slice(&[0; 28]);
+    patch.extend(detools_patch(old, new));
+    patch
+}
+
+fn appended_digest(image: &[u8]) -> ota_core::Sha256 {
+    ota_core::Sha256(image[image.len() - 32..].try_into().unwrap())
+}
+
+fn apply_esp_delta_ota(
+    running: ota_core::Sha256,
+    old: &[u8],
+    patch: &[u8],
+) -> Result<Vec<u8>, ota_core::delta::DeltaError> {
+    let mut delta = ota_core::delta::DeltaPatch::new(running);
+    let mut new = Vec::new();
+    let mut base = Old(old);
+    for piece in patch.chunks(50) {
+        delta.feed(piece, &mut base, &mut |bytes| {
+            new.extend_from_slice(bytes);
+            Ok(())
+        })?;
+    }
+    delta.finish(&mut base, &mut |bytes| {
+        new.extend_from_slice(bytes);
+        Ok(())
+    })?;
+    Ok(new)
+}
+
+#[test]
+fn an_esp_delta_ota_patch_applies_to_the_image_it_names_only() {
+    let old = support::image_of_version("2.9.0");
+    let new = support::image_of_version("2.10.0");
+    let patch = esp_delta_ota_patch(&old, &new);
+    // The header's digest is what the image itself appends: SHA-256 of the rest.
+    assert_eq!(
+        appended_digest(&old),
+        ota_core::Sha256::of(&old[..old.len() - 32])
+    );
+    assert_eq!(
+        apply_esp_delta_ota(appended_digest(&old), &old, &patch).unwrap(),
+        new
+    );
+    // Another running image: refused from the header, before reading the old image.
+    let error = apply_esp_delta_ota(appended_digest(&new), &new, &patch).unwrap_err();
+    assert!(
+        matches!(error, ota_core::delta::DeltaError::OtherBase { .. }),
+        "{error}"
+    );
+    let mut not_ours = patch.clone();
+    not_ours[0] ^= 1;
+    assert!(matches!(
+        apply_esp_delta_ota(appended_digest(&old), &old, &not_ours).unwrap_err(),
+        ota_core::delta::DeltaError::Header(ota_core::delta::HeaderError::Magic(_))
+    ));
+    let header = ota_core::delta::Header::parse(patch[..64].try_into().unwrap()).unwrap();
+    assert_eq!(header.to_bytes()[..], patch[..64]);
+}
