@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     };
     let report = fleet_sim::run(devices);
     print!("{report}");
-    if report.unbootable == 0 && report.on_new + report.on_old == report.devices {
+    if report.unbootable == 0 && report.on_new == report.devices && report.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -14,6 +14,15 @@ use testkit::FileServer;
 use wordclock::sim::device::Device;
 use wordclock::sim::http::RealHttp;
 
+/// The engine's timeouts, but a first answer that a loaded test machine cannot miss:
+/// these tests are about which source serves what, not about that deadline.
+fn patient() -> Timeouts {
+    Timeouts {
+        first_answer: Duration::from_secs(60),
+        ..Timeouts::default()
+    }
+}
+
 fn serving(release: &Release) -> FileServer {
     FileServer::start(&[
         ("version.json", &release.manifest.to_json()),
@@ -48,7 +57,7 @@ fn an_update_from_v1_to_v2_with_the_primary_down() {
         r2: r2.base(),
     };
     let mut device = fresh_device();
-    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    update_to_v2(&mut device, &release, &sources, patient());
     let paths: Vec<String> = r2.requests().into_iter().map(|(path, _)| path).collect();
     assert_eq!(paths, ["/version.json", format!("/{V2_FILE}").as_str()]);
 }
@@ -64,7 +73,7 @@ fn a_primary_that_breaks_mid_download_is_resumed_on_the_other_at_the_same_offset
         r2: r2.base(),
     };
     let mut device = fresh_device();
-    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    update_to_v2(&mut device, &release, &sources, patient());
     let resumed = r2.requests();
     assert_eq!(
         resumed.len(),
@@ -145,7 +154,7 @@ fn install_preferring(
     preferred: Source,
 ) -> Result<Installed, UpdateError> {
     let booted = device.boot().unwrap();
-    let engine = release.engine(&booted, sources.clone(), Timeouts::default());
+    let engine = release.engine(&booted, sources.clone(), patient());
     let mut http = RealHttp::new().unwrap();
     let mut slots = device.slots(booted.target);
     engine.update(
@@ -237,7 +246,7 @@ fn a_stale_signed_manifest_on_github_does_not_hide_the_release_r2_serves() {
         r2: r2.base(),
     };
     let mut device = fresh_device();
-    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    update_to_v2(&mut device, &release, &sources, patient());
     let asked: Vec<String> = r2.requests().into_iter().map(|(path, _)| path).collect();
     assert_eq!(asked, ["/version.json", format!("/{V2_FILE}").as_str()]);
 }
@@ -271,6 +280,11 @@ fn r2_answering_503_is_left_for_github() {
     let mut device = fresh_device();
     let installed = install_preferring(&mut device, &release, &sources, Source::R2).unwrap();
     assert_eq!(installed.sources, [Source::Github]);
+    assert_eq!(
+        r2.requests(),
+        [("/version.json".to_owned(), None)],
+        "R2 was asked first"
+    );
     assert_eq!(r2.bytes_served(), 0);
     assert_eq!(image_requests(&github), [None]);
 }
@@ -287,7 +301,8 @@ fn both_sources_down_fails_the_update_and_leaves_the_running_image() {
     let mut device = fresh_device();
     let failed = install_preferring(&mut device, &release, &sources, Source::Github).unwrap_err();
     assert!(
-        matches!(&failed, UpdateError::NoManifest { attempts } if attempts.len() == 2),
+        // GitHub, R2, then GitHub once more without the short first-answer deadline.
+        matches!(&failed, UpdateError::NoManifest { attempts } if attempts.len() == 3),
         "{failed:?}"
     );
     let booted = device.boot().unwrap();
@@ -307,7 +322,7 @@ fn a_replayed_older_signed_manifest_downgrades_nothing() {
         r2: serving_v2.base(),
     };
     let mut device = fresh_device();
-    update_to_v2(&mut device, &release, &sources, Timeouts::default());
+    update_to_v2(&mut device, &release, &sources, patient());
     // Both sources now serve an older release's manifest, correctly signed: a replay.
     let mut old = release.manifest.clone();
     old.version = "1.5.0".parse().unwrap();
@@ -324,7 +339,7 @@ fn a_replayed_older_signed_manifest_downgrades_nothing() {
     };
     let booted = device.boot().unwrap();
     let spent = device.flash.spent();
-    let engine = release.engine(&booted, sources, Timeouts::default());
+    let engine = release.engine(&booted, sources, patient());
     let refused = engine
         .update(
             &mut RealHttp::new().unwrap(),

@@ -117,19 +117,20 @@ fn both_sources_down_is_a_clear_failure_and_nothing_is_written() {
     http.route(Source::R2, "version.json", Behaviour::Timeout);
     let mut slots = FakeSlots::default();
     let error = update(&engine("2.8.0", 0), &mut http, &mut slots).unwrap_err();
+    // GitHub had the short first-answer deadline, so it is asked once more in full.
+    let refused = || {
+        (
+            Source::Github,
+            Some(Failure::Connect("connection refused".into())),
+        )
+    };
     assert_eq!(
         failures(&error),
-        [
-            (
-                Source::Github,
-                Some(Failure::Connect("connection refused".into()))
-            ),
-            (Source::R2, Some(Failure::Timeout))
-        ]
+        [refused(), (Source::R2, Some(Failure::Timeout)), refused()]
     );
     assert_eq!(
         error.to_string(),
-        "no source gave a trusted manifest; github manifest: cannot connect (connection refused); r2 manifest: timed out"
+        "no source gave a trusted manifest; github manifest: cannot connect (connection refused); r2 manifest: timed out; github manifest: cannot connect (connection refused)"
     );
     assert_eq!((slots.began, slots.boot_set), (0, false));
 }
@@ -639,4 +640,40 @@ fn a_slow_source_cut_off_is_asked_again_when_the_other_offers_no_update() {
     );
     let full = Timeouts::default().request;
     assert_eq!(http.deadlines, [first, full, full]);
+}
+
+#[test]
+fn a_failed_first_ask_of_any_kind_is_repeated_only_when_its_deadline_was_shorter() {
+    // A chip's client reports a handshake that did not finish in time as a failed
+    // connection, not a timeout: that is asked again too, when the other source offers
+    // no update.
+    let mut stale = support::unsigned_manifest();
+    stale.version = "2.8.0".parse().unwrap();
+    stale.sign(&key());
+    let mut http = FakeHttp::healthy(&manifest());
+    http.route(Source::Github, "version.json", Behaviour::Refuse);
+    http.route(
+        Source::R2,
+        "version.json",
+        Behaviour::serve(&stale.to_json()),
+    );
+    let offer = engine("2.8.0", 0).check(&mut http, Source::Github).unwrap();
+    assert_eq!(offer.decision, Decision::Current);
+    let (first, full) = (
+        Timeouts::default().first_answer,
+        Timeouts::default().request,
+    );
+    assert_eq!(http.deadlines, [first, full, full], "asked again in full");
+
+    // With a first-answer deadline no shorter than the full timeouts, nothing was cut
+    // short: no second ask of the same source.
+    let patient = Timeouts {
+        first_answer: std::time::Duration::from_secs(3600),
+        ..Timeouts::default()
+    };
+    let mut engine = engine("2.8.0", 0);
+    engine.config.timeouts = patient;
+    http.deadlines.clear();
+    engine.check(&mut http, Source::Github).unwrap();
+    assert_eq!(http.deadlines, [full, full]);
 }

@@ -72,6 +72,13 @@ impl Flash {
 
     /// `len` bytes at `offset`: borrowed when they lie in one sector.
     pub fn read(&self, offset: usize, len: usize) -> Cow<'_, [u8]> {
+        assert!(
+            offset + len <= self.len(),
+            "a read past the end of the flash"
+        );
+        if len == 0 {
+            return Cow::Borrowed(&[]);
+        }
         let within = offset % SECTOR;
         if within + len <= SECTOR {
             let sector = self.sectors[offset / SECTOR].as_deref().unwrap_or(&ERASED);
@@ -131,9 +138,13 @@ impl Flash {
     /// Erases the sectors covering `offset..offset + len` (both sector-aligned).
     pub fn erase(&mut self, offset: usize, len: usize) -> Result<(), PowerCut> {
         self.operations.push((self.spent, len as u64));
-        debug_assert!(
+        assert!(
             offset.is_multiple_of(SECTOR) && len.is_multiple_of(SECTOR),
             "erase is per sector"
+        );
+        assert!(
+            offset + len <= self.len(),
+            "an erase past the end of the flash"
         );
         for index in offset / SECTOR..(offset + len) / SECTOR {
             let granted = self.allow(SECTOR);
@@ -153,6 +164,10 @@ impl Flash {
     /// Programs `data` at `offset`: each bit can only go from 1 to 0, as on NOR flash.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), PowerCut> {
         self.operations.push((self.spent, data.len() as u64));
+        assert!(
+            offset + data.len() <= self.len(),
+            "a write past the end of the flash"
+        );
         let mut done = 0;
         while done < data.len() {
             let at = offset + done;
@@ -241,6 +256,7 @@ mod tests {
         Write { offset: usize, data: Vec<u8> },
         Cut(u64),
         Restore,
+        Read { offset: usize, len: usize },
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -252,8 +268,20 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..2 * SECTOR)
             )
                 .prop_map(|(offset, data)| Op::Write { offset, data }),
+            // Cuts and positions near sector edges, where a sparse flash could slip.
             (0..3 * SECTOR as u64).prop_map(Op::Cut),
+            (0..6u64, 0..3u64).prop_map(|(s, d)| Op::Cut((s * SECTOR as u64).saturating_sub(d))),
             Just(Op::Restore),
+            (0..8 * SECTOR, 0..2 * SECTOR).prop_map(|(offset, len)| Op::Read { offset, len }),
+            (
+                1..8usize,
+                0..3usize,
+                proptest::collection::vec(any::<u8>(), 0..8)
+            )
+                .prop_map(|(s, d, data)| Op::Write {
+                    offset: s * SECTOR - d,
+                    data
+                }),
         ]
     }
 
@@ -263,6 +291,7 @@ mod tests {
             const SIZE: usize = 8 * SECTOR;
             let mut sparse = Flash::new(SIZE);
             let mut dense = Dense { bytes: vec![0xFF; SIZE], budget: None };
+            let mut spent = 0u64;
             for op in ops {
                 match op {
                     Op::Erase { sector, count } => {
@@ -270,6 +299,7 @@ mod tests {
                         let mut cut = false;
                         for byte in offset..offset + len {
                             if !dense.spend() { cut = true; break; }
+                            spent += 1;
                             dense.bytes[byte] = 0xFF;
                         }
                         proptest::prop_assert_eq!(sparse.erase(offset, len).is_err(), cut);
@@ -279,6 +309,7 @@ mod tests {
                         let mut cut = false;
                         for (i, new) in data.iter().enumerate() {
                             if !dense.spend() { cut = true; break; }
+                            spent += 1;
                             dense.bytes[offset + i] &= new;
                         }
                         proptest::prop_assert_eq!(sparse.write(offset, data).is_err(), cut);
@@ -291,7 +322,12 @@ mod tests {
                         dense.budget = None;
                         sparse.restore_power();
                     }
+                    Op::Read { offset, len } => {
+                        let len = len.min(SIZE - offset);
+                        proptest::prop_assert_eq!(&*sparse.read(offset, len), &dense.bytes[offset..offset + len]);
+                    }
                 }
+                proptest::prop_assert_eq!(sparse.spent(), spent);
                 proptest::prop_assert_eq!(&sparse.to_bytes(), &dense.bytes);
                 proptest::prop_assert_eq!(sparse.power_is_cut(), dense.budget == Some(0));
             }

@@ -9,7 +9,9 @@ use ota_core::engine::{Sources, Timeouts};
 use testkit::FileServer;
 use wordclock::sim::http::RealHttp;
 
-use crate::common::{Release, V2_FILE, fresh_device, image_of, live};
+use wordclock::sim::device::Device;
+
+use crate::common::{Release, V2_FILE, image, image_of, layout, live};
 
 /// The released image's code and data: large enough that the primary's failure lands
 /// in the middle of downloads.
@@ -125,7 +127,10 @@ pub fn run(devices: usize) -> Report {
         server.trickle(16 * 1024, Duration::from_millis(10));
     }
     let need = (manifest.len() + release.image.len()) as u64;
-    github.fail_after(devices as u64 * need / 2);
+    // Half the fleet's bytes and half a device's: never the end of one download, so
+    // however the downloads overlap, one is under way when GitHub fails.
+    github.fail_after(devices as u64 * need / 2 + need / 2);
+    let factory = image("1.0.0");
     let sources = Sources {
         github: github.base(),
         r2: r2.base(),
@@ -135,9 +140,10 @@ pub fn run(devices: usize) -> Report {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..devices)
                 .map(|_| {
-                    let (release, sources) = (&release, &sources);
+                    let (release, sources, factory) = (&release, &sources, &factory);
                     scope.spawn(move || {
-                        let mut device = fresh_device();
+                        let mut device = Device::provision(layout(), Some(factory), None)
+                            .unwrap_or_else(|e| panic!("provisioning: {e}"));
                         let updated =
                             RealHttp::new()
                                 .map_err(|e| e.to_string())

@@ -103,6 +103,7 @@ impl Body for Sent {
                     n = granted;
                     self.rest.truncate(n);
                     self.breaks = true;
+                    self.hangs = false;
                 }
             }
             let data = self.rest.split_to(n);

@@ -302,7 +302,11 @@ impl Engine {
                         match (update, *kept_decision == Decision::Update) {
                             (true, false) => true,
                             (false, true) => false,
-                            _ => manifest.version.precedence(&kept.version).is_gt(),
+                            // A tie goes to the preferred source, even asked again last.
+                            _ => match manifest.version.precedence(&kept.version) {
+                                core::cmp::Ordering::Equal => source == preferred,
+                                order => order.is_gt(),
+                            },
                         }
                     });
                     if better {
@@ -313,7 +317,15 @@ impl Engine {
                     }
                 }
                 Err(failure) => {
-                    let cut_short = at == 1 && failure == Failure::Timeout;
+                    // Cut off by the short deadline: a timeout, or, as a chip's HTTP client
+                    // reports a handshake or an answer that did not come in time, a
+                    // connection that failed. Asked again only if the deadline was
+                    // shorter than the full timeouts.
+                    let transport = matches!(
+                        failure,
+                        Failure::Timeout | Failure::Connect(_) | Failure::Io(_)
+                    );
+                    let cut_short = at == 1 && transport && timeouts != self.config.timeouts;
                     attempts.push(Attempt {
                         source,
                         what: "manifest",
