@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod config;
+pub mod delta;
 pub mod elf;
 pub mod exit;
 pub mod guard;

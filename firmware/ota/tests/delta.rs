@@ -313,3 +313,43 @@ fn an_esp_delta_ota_patch_applies_to_the_image_it_names_only() {
     let header = ota_core::delta::Header::parse(patch[..64].try_into().unwrap()).unwrap();
     assert_eq!(header.to_bytes()[..], patch[..64]);
 }
+
+proptest! {
+    /// What the encoder writes, the decoder reads back, whatever the data's repeats.
+    #[test]
+    fn heatshrink_round_trips(data in proptest::collection::vec(prop_oneof![Just(0u8), Just(0xff), any::<u8>()], 0..3000)) {
+        let compressed = ota_core::delta::encode::compress(&data);
+        let mut decoder = ota_core::delta::heatshrink::Decoder::default();
+        let mut out = Vec::new();
+        decoder.feed(&compressed, &mut |b| {
+            out.push(b);
+            true
+        });
+        prop_assert!(decoder.at_end());
+        prop_assert_eq!(out, data);
+    }
+
+    /// A patch written from records applies to what the records describe.
+    #[test]
+    fn written_patches_apply(
+        old in proptest::collection::vec(any::<u8>(), 1..2000),
+        runs in proptest::collection::vec((0usize..300, 0usize..300, any::<u16>()), 1..6),
+    ) {
+        use ota_core::delta::encode::{Record, sequential_patch};
+        let (mut records, mut expected, mut pos) = (Vec::new(), Vec::new(), 0usize);
+        for (i, (diff_len, extra_len, to)) in runs.into_iter().enumerate() {
+            let diff_len = diff_len.min(old.len() - pos);
+            let diff: Vec<u8> = (0..diff_len).map(|j| (i * 31 + j) as u8).collect();
+            expected.extend(diff.iter().zip(&old[pos..pos + diff_len]).map(|(d, o)| d.wrapping_add(*o)));
+            let extra: Vec<u8> = (0..extra_len).map(|j| (j * 7 + i) as u8).collect();
+            expected.extend_from_slice(&extra);
+            // The next diff reads anywhere in the old image, back or forth.
+            let next = usize::from(to) % (old.len() + 1);
+            let step = next as i64 - (pos + diff_len) as i64;
+            records.push(Record { diff, extra, step });
+            pos = next;
+        }
+        let patch = sequential_patch(expected.len() as u64, &records);
+        prop_assert_eq!(apply(&old, &patch, 61).unwrap(), expected);
+    }
+}

@@ -2,6 +2,7 @@
 //! `esp_delta_ota` applies ([`header`], then a detools sequential patch with heatshrink
 //! 8/7), so that a patch release costs a device a few kilobytes instead of the whole image.
 
+pub mod encode;
 pub mod header;
 pub mod heatshrink;
 pub mod sequential;

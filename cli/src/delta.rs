@@ -1,0 +1,64 @@
+//! Delta patches: from an earlier release's image to the new one, in the format ESP-IDF's
+//! `esp_delta_ota` applies, so a device running that release downloads what changed.
+//! The `bsdiff` crate finds the changes (a suffix-sorting diff we need not write
+//! ourselves); `ota_core::delta` writes them as detools does, and reads them back.
+
+use ota_core::delta::Header;
+use ota_core::delta::encode::{Record, sequential_patch};
+use ota_core::image::{self, ImageError};
+
+/// Why no patch could be made from a base image.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("the base image is not a valid app image: {0}")]
+    Base(ImageError),
+    #[error("the base image has no appended SHA-256, which names it in a patch")]
+    NoDigest,
+    #[error("the diff of the two images failed: {0}")]
+    Diff(std::io::Error),
+}
+
+/// The `esp_delta_ota` patch from the app image `old` to `new`: its header names `old`
+/// by the SHA-256 it appends (what the running slot reports on the device).
+pub fn patch(old: &[u8], new: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    let base = image::parse(old, None).map_err(DeltaError::Base)?;
+    let digest = base.appended_sha256.ok_or(DeltaError::NoDigest)?;
+    let mut patch = Header { base: digest }.to_bytes().to_vec();
+    patch.extend(sequential_patch(new.len() as u64, &records(old, new)?));
+    Ok(patch)
+}
+
+/// bsdiff's control records: each a diff length, an extra length and a seek (signed,
+/// 8 bytes little-endian with the sign in the top bit), then that many diff bytes (new
+/// minus old) and extra bytes.
+fn records(old: &[u8], new: &[u8]) -> Result<Vec<Record>, DeltaError> {
+    let mut raw = Vec::new();
+    bsdiff::diff(old, new, &mut raw).map_err(DeltaError::Diff)?;
+    let mut records = Vec::new();
+    let mut rest = raw.as_slice();
+    let broken = || DeltaError::Diff(std::io::Error::other("bsdiff's output ends mid-record"));
+    while !rest.is_empty() {
+        let (control, tail) = rest.split_at_checked(24).ok_or_else(broken)?;
+        let field = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&control[at..at + 8]);
+            let raw = u64::from_le_bytes(bytes);
+            let magnitude = (raw & !(1 << 63)) as i64;
+            if raw >> 63 == 1 {
+                -magnitude
+            } else {
+                magnitude
+            }
+        };
+        let (diff_len, extra_len) = (field(0) as usize, field(8) as usize);
+        let (diff, tail) = tail.split_at_checked(diff_len).ok_or_else(broken)?;
+        let (extra, tail) = tail.split_at_checked(extra_len).ok_or_else(broken)?;
+        records.push(Record {
+            diff: diff.to_vec(),
+            extra: extra.to_vec(),
+            step: field(16),
+        });
+        rest = tail;
+    }
+    Ok(records)
+}
