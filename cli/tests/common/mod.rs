@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::unwrap_used)]
 
+pub mod pairs;
 pub mod repo;
 pub mod world;
 
