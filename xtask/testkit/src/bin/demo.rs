@@ -159,12 +159,26 @@ fn run(paths: &mut Paths) -> Result<(), String> {
         .map_err(|e| format!("the staged image: {e}"))?;
     git.break_raw_after("wordclock-v1.1.0.bin", image.len() / 2);
     mqtt.publish(&format!("home/{DEVICE}/command"), "install")?;
-    mqtt.wait_for(
+    let seen = mqtt.wait_for(
         "the clock reports 1.1.0 after its reboot",
         |topic, payload| {
             topic == format!("home/{DEVICE}/ota/version") && payload.contains("\"1.1.0\"")
         },
     )?;
+    // What the clock said before it rebooted: the image came from GitHub, then R2.
+    let both = seen.iter().any(|(topic, payload)| {
+        topic.ends_with("/ota/attributes")
+            && payload.contains("\"source_used\":[\"github\",\"r2\"]")
+    });
+    if !both {
+        return Err(format!(
+            "the clock never reported source_used github then r2: {:?}",
+            seen.iter()
+                .filter(|(t, _)| t.ends_with("/ota/attributes"))
+                .collect::<Vec<_>>()
+        ));
+    }
+    println!("    the clock reported over MQTT: source_used github, then r2");
     // Where R2 was asked to continue: where GitHub broke off, not from the start.
     let half = image.len() as u64 / 2;
     let resumed = s3
