@@ -65,7 +65,7 @@ fn our_patches_apply_with_detools_and_ours_and_are_no_bigger_than_detools_own() 
 }
 
 #[test]
-fn an_image_without_its_digest_cannot_be_a_base() {
+fn a_damaged_image_cannot_be_a_base() {
     let base = app_image(&FirmwareElf::new("2.9.0"));
     let error = clockrel::delta::patch(&base[..base.len() - 40], &base).unwrap_err();
     assert!(error.to_string().contains("base image"), "{error}");

@@ -196,6 +196,39 @@ fn a_patch_for_another_base_reads_inside_it_or_says_where_it_went_outside() {
 }
 
 #[test]
+fn an_empty_image_and_a_read_before_the_start_are_handled_as_detools_does() {
+    // detools writes an empty image's patch as its header and size alone.
+    let old = code_like(1000, 5);
+    assert_eq!(
+        apply(&old, &detools_patch(&old, &[]), 1).unwrap(),
+        Vec::<u8>::new()
+    );
+    assert_eq!(
+        ota_core::delta::encode::sequential_patch(0, &[]),
+        [0x04, 0x00]
+    );
+    // A record that steps before the old image's start is named where it points.
+    use ota_core::delta::encode::{Record, sequential_patch};
+    let records = [
+        Record {
+            diff: vec![0; 4],
+            extra: vec![],
+            step: -14,
+        },
+        Record {
+            diff: vec![0; 4],
+            extra: vec![],
+            step: 0,
+        },
+    ];
+    let error = apply(&old, &sequential_patch(8, &records), 64).unwrap_err();
+    assert!(
+        matches!(error, PatchError::OutsideBase { offset: -10, .. }),
+        "{error}"
+    );
+}
+
+#[test]
 fn the_applier_is_small_and_fixed() {
     // With the engine's 4 KiB download buffer, a device spends this much on a patch,
     // whatever the image's size.
@@ -212,7 +245,9 @@ proptest! {
         chunk in 1usize..64,
     ) {
         let old = code_like(4096, 3);
-        let mut patch = vec![0x04, 0x80, 0x01, 0x43];
+        // A valid start (sequential, heatshrink; 64 bytes to come; heatshrink 8/7), then
+        // anything: the decoder and the records see it all.
+        let mut patch = vec![0x04, 0x80, 0x01, ota_core::delta::sequential::HEATSHRINK_HEADER];
         patch.extend(body);
         let _ = apply(&old, &patch, chunk);
     }

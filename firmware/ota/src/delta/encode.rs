@@ -38,6 +38,10 @@ pub fn sequential_patch(new_size: u64, records: &[Record]) -> Vec<u8> {
     }
     let mut patch = alloc::vec![HEADER];
     varint(&mut patch, i64::try_from(new_size).unwrap_or(i64::MAX));
+    // An empty image's patch ends with its size, as detools writes it.
+    if new_size == 0 {
+        return patch;
+    }
     patch.push(HEATSHRINK_HEADER);
     patch.extend(compress(&body));
     patch

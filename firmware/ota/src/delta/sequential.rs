@@ -97,10 +97,18 @@ enum State {
 
 /// A sequential patch being applied: a push parser with fixed state, fed the patch in
 /// chunks of any size. Errors are sticky and name the patch byte.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Applier {
-    state: State,
+    /// Kept apart from the records' state, which its output drives.
     decoder: Decoder,
+    records: Records,
+    error: Option<PatchError>,
+}
+
+/// Everything but the decoder: where the patch is, and the new image's bytes on their way.
+#[derive(Debug, Clone)]
+struct Records {
+    state: State,
     /// Patch bytes fed so far.
     at: u64,
     new_size: u64,
@@ -108,27 +116,28 @@ pub struct Applier {
     /// Where the next diff byte reads the old image (an adjustment may point anywhere;
     /// it is checked when read).
     from: i128,
-    /// Diff bytes decoded and not yet added to the old image's.
-    diff: [u8; CHUNK],
-    diff_len: usize,
-    error: Option<PatchError>,
+    /// Decoded bytes of the current run not yet written: diff bytes (to add to the old
+    /// image's) or extra bytes.
+    pending: [u8; CHUNK],
+    pending_len: usize,
 }
 
-impl Default for Applier {
-    fn default() -> Applier {
-        Applier {
+impl Default for Records {
+    fn default() -> Records {
+        Records {
             state: State::Header,
-            decoder: Decoder::default(),
             at: 0,
             new_size: 0,
             written: 0,
             from: 0,
-            diff: [0; CHUNK],
-            diff_len: 0,
-            error: None,
+            pending: [0; CHUNK],
+            pending_len: 0,
         }
     }
 }
+
+/// Where the new image's bytes go.
+type Out<'o> = dyn FnMut(&[u8]) -> Result<(), alloc::string::String> + 'o;
 
 impl Applier {
     pub fn new() -> Applier {
@@ -137,15 +146,15 @@ impl Applier {
 
     /// The new image's size, once the patch has said it.
     pub fn new_size(&self) -> Option<u64> {
-        match self.state {
+        match self.records.state {
             State::Header | State::NewSize { .. } => None,
-            _ => Some(self.new_size),
+            _ => Some(self.records.new_size),
         }
     }
 
     /// Bytes of the new image written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.records.written
     }
 
     /// Feeds the next patch bytes: reads `base` where they point, writes the new
@@ -154,62 +163,76 @@ impl Applier {
         &mut self,
         chunk: &[u8],
         base: &mut dyn Base,
-        out: &mut dyn FnMut(&[u8]) -> Result<(), alloc::string::String>,
+        out: &mut Out<'_>,
     ) -> Result<(), PatchError> {
         if let Some(error) = &self.error {
             return Err(error.clone());
         }
-        let mut rest = chunk;
-        while let Some((&byte, tail)) = rest.split_first() {
-            match self.state {
+        let result = self.feed_all(chunk, base, out);
+        if let Err(error) = &result {
+            self.records.state = State::Failed;
+            self.error = Some(error.clone());
+        }
+        result
+    }
+
+    fn feed_all(
+        &mut self,
+        chunk: &[u8],
+        base: &mut dyn Base,
+        out: &mut Out<'_>,
+    ) -> Result<(), PatchError> {
+        let Applier {
+            decoder, records, ..
+        } = self;
+        for &byte in chunk {
+            match records.state {
                 State::Header => {
                     if byte != HEADER {
-                        return self.fail(PatchError::Header(byte));
+                        return Err(PatchError::Header(byte));
                     }
-                    self.state = State::NewSize { value: 0, shift: 0 };
+                    records.state = State::NewSize { value: 0, shift: 0 };
                 }
                 State::NewSize { value, shift } => {
                     // A size is never negative.
                     if shift == 0 && byte & SIGN != 0 {
-                        return self.fail(PatchError::Size { at: self.at });
+                        return Err(PatchError::Size { at: records.at });
                     }
                     match varint_step(value, shift, byte) {
                         Some(Step::More(value, shift)) => {
-                            self.state = State::NewSize { value, shift }
+                            records.state = State::NewSize { value, shift }
                         }
                         Some(Step::Done(value)) => {
-                            self.new_size = value;
-                            self.state = State::Heatshrink;
+                            records.new_size = value;
+                            // An empty image's patch ends here: detools writes no stream.
+                            records.state = if value == 0 {
+                                State::Done
+                            } else {
+                                State::Heatshrink
+                            };
                         }
-                        None => return self.fail(PatchError::Size { at: self.at }),
+                        None => return Err(PatchError::Size { at: records.at }),
                     }
                 }
                 State::Heatshrink => {
                     if byte != HEATSHRINK_HEADER {
-                        return self.fail(PatchError::Heatshrink {
-                            at: self.at,
+                        return Err(PatchError::Heatshrink {
+                            at: records.at,
                             window: (byte >> 4) + 4,
                             lookahead: (byte & 0x0f) + 3,
                         });
                     }
-                    self.state = State::Varint {
-                        field: Field::DataFormat,
-                        value: 0,
-                        shift: 0,
-                        negative: false,
-                    };
+                    records.state = State::varint(Field::DataFormat);
                 }
-                State::Done
-                | State::Failed
-                | State::Varint { .. }
-                | State::Diff { .. }
-                | State::Extra { .. } => {
+                State::Done if records.new_size == 0 => {
+                    return Err(PatchError::Trailing { at: records.at });
+                }
+                _ => {
                     // The compressed stream: everything after the three bytes above.
-                    let mut decoder = core::mem::take(&mut self.decoder);
                     let mut failed = None;
                     decoder.feed(
                         &[byte],
-                        &mut |decoded| match self.decoded(decoded, base, out) {
+                        &mut |decoded| match records.decoded(decoded, base, out) {
                             Ok(()) => true,
                             Err(e) => {
                                 failed = Some(e);
@@ -217,52 +240,54 @@ impl Applier {
                             }
                         },
                     );
-                    self.decoder = decoder;
                     if let Some(error) = failed {
-                        return self.fail(error);
+                        return Err(error);
                     }
                 }
             }
-            self.at += 1;
-            rest = tail;
+            records.at += 1;
         }
-        // A diff run waits for a full chunk; the end of the fed bytes is a boundary too.
-        self.flush_diff(base, out).or_else(|e| self.fail(e))
+        // A run waits for a full chunk; the end of the fed bytes is a boundary too.
+        records.flush(base, out)
     }
 
     /// The patch has ended: the new image must be complete.
-    pub fn finish(
-        mut self,
-        base: &mut dyn Base,
-        out: &mut dyn FnMut(&[u8]) -> Result<(), alloc::string::String>,
-    ) -> Result<u64, PatchError> {
+    pub fn finish(mut self, base: &mut dyn Base, out: &mut Out<'_>) -> Result<u64, PatchError> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        self.flush_diff(base, out)?;
+        let records = &mut self.records;
+        records.flush(base, out)?;
         // Complete: the last record read to its step, and nothing after but padding.
-        if self.state == State::Done && self.decoder.at_end() {
-            Ok(self.new_size)
-        } else {
-            Err(PatchError::Truncated {
-                at: self.at,
-                missing: self.new_size.saturating_sub(self.written),
-            })
+        match records.state {
+            State::Done if records.new_size == 0 || self.decoder.at_end() => Ok(records.new_size),
+            State::Done => Err(PatchError::Trailing { at: records.at }),
+            _ => Err(PatchError::Truncated {
+                at: records.at,
+                missing: records.new_size.saturating_sub(records.written),
+            }),
         }
     }
+}
 
-    fn fail<T>(&mut self, error: PatchError) -> Result<T, PatchError> {
-        self.state = State::Failed;
-        self.error = Some(error.clone());
-        Err(error)
+impl State {
+    fn varint(field: Field) -> State {
+        State::Varint {
+            field,
+            value: 0,
+            shift: 0,
+            negative: false,
+        }
     }
+}
 
+impl Records {
     /// One decompressed byte.
     fn decoded(
         &mut self,
         byte: u8,
         base: &mut dyn Base,
-        out: &mut dyn FnMut(&[u8]) -> Result<(), alloc::string::String>,
+        out: &mut Out<'_>,
     ) -> Result<(), PatchError> {
         match self.state {
             State::Varint {
@@ -290,25 +315,18 @@ impl Applier {
                     Step::Done(value) => self.field_read(field, value, negative),
                 }
             }
-            State::Diff { left } => {
-                self.diff[self.diff_len] = byte;
-                self.diff_len += 1;
-                self.state = if left == 1 {
-                    self.after_run(Field::Extra)
-                } else {
-                    State::Diff { left: left - 1 }
-                };
-                if self.diff_len == CHUNK || left == 1 {
-                    self.flush_diff(base, out)?;
+            State::Diff { left } | State::Extra { left } => {
+                self.pending[self.pending_len] = byte;
+                self.pending_len += 1;
+                let run_ends = left == 1;
+                if self.pending_len == CHUNK || run_ends {
+                    self.flush(base, out)?;
                 }
-                Ok(())
-            }
-            State::Extra { left } => {
-                self.write(&[byte], out)?;
-                self.state = if left == 1 {
-                    self.after_run(Field::Adjust)
-                } else {
-                    State::Extra { left: left - 1 }
+                self.state = match (self.state, run_ends) {
+                    (State::Diff { .. }, true) => State::varint(Field::Extra),
+                    (State::Extra { .. }, true) => State::varint(Field::Adjust),
+                    (State::Diff { .. }, false) => State::Diff { left: left - 1 },
+                    _ => State::Extra { left: left - 1 },
                 };
                 Ok(())
             }
@@ -317,18 +335,8 @@ impl Applier {
         }
     }
 
-    /// The state after a diff or extra run: the next field.
-    fn after_run(&self, next: Field) -> State {
-        State::Varint {
-            field: next,
-            value: 0,
-            shift: 0,
-            negative: false,
-        }
-    }
-
     fn field_read(&mut self, field: Field, value: u64, negative: bool) -> Result<(), PatchError> {
-        let room = self.new_size - self.written - self.diff_len as u64;
+        let room = self.new_size - self.written - self.pending_len as u64;
         self.state = match field {
             Field::DataFormat if value != 0 => return Err(PatchError::DataFormat { at: self.at }),
             Field::DataFormat => self.record_start(),
@@ -338,9 +346,9 @@ impl Applier {
                     size: self.new_size,
                 });
             }
-            Field::Diff if value == 0 => self.after_run(Field::Extra),
+            Field::Diff if value == 0 => State::varint(Field::Extra),
             Field::Diff => State::Diff { left: value },
-            Field::Extra if value == 0 => self.after_run(Field::Adjust),
+            Field::Extra if value == 0 => State::varint(Field::Adjust),
             Field::Extra => State::Extra { left: value },
             Field::Adjust => {
                 let step = i128::from(value);
@@ -353,56 +361,42 @@ impl Applier {
 
     /// A new record, or the end when the new image is complete.
     fn record_start(&self) -> State {
-        if self.written + self.diff_len as u64 >= self.new_size {
+        if self.written + self.pending_len as u64 >= self.new_size {
             State::Done
         } else {
-            State::Varint {
-                field: Field::Diff,
-                value: 0,
-                shift: 0,
-                negative: false,
-            }
+            State::varint(Field::Diff)
         }
     }
 
-    /// Adds the pending diff bytes to the old image's and writes them.
-    fn flush_diff(
-        &mut self,
-        base: &mut dyn Base,
-        out: &mut dyn FnMut(&[u8]) -> Result<(), alloc::string::String>,
-    ) -> Result<(), PatchError> {
-        let n = self.diff_len;
+    /// Writes the pending bytes of the current run: diff bytes added to as many of the
+    /// old image's, extra bytes as they are.
+    fn flush(&mut self, base: &mut dyn Base, out: &mut Out<'_>) -> Result<(), PatchError> {
+        let n = self.pending_len;
         if n == 0 {
             return Ok(());
         }
-        let len = base.size();
-        let end = self.from + n as i128;
-        if self.from < 0 || end > i128::from(len) {
-            return Err(PatchError::OutsideBase {
-                at: self.at,
-                offset: self.from.max(end),
-                len,
-            });
+        if matches!(self.state, State::Diff { .. }) {
+            let len = base.size();
+            let end = self.from + n as i128;
+            if self.from < 0 || end > i128::from(len) {
+                let offset = if self.from < 0 { self.from } else { end };
+                return Err(PatchError::OutsideBase {
+                    at: self.at,
+                    offset,
+                    len,
+                });
+            }
+            let mut old = [0u8; CHUNK];
+            base.read_at(self.from as u64, &mut old[..n])
+                .map_err(|why| PatchError::Base { at: self.at, why })?;
+            for (new, old) in self.pending[..n].iter_mut().zip(&old[..n]) {
+                *new = new.wrapping_add(*old);
+            }
+            self.from = end;
         }
-        let mut old = [0u8; CHUNK];
-        base.read_at(self.from as u64, &mut old[..n])
-            .map_err(|why| PatchError::Base { at: self.at, why })?;
-        for (new, old) in self.diff[..n].iter_mut().zip(&old[..n]) {
-            *new = new.wrapping_add(*old);
-        }
-        self.from = end;
-        self.diff_len = 0;
-        let diff = self.diff;
-        self.write(&diff[..n], out)
-    }
-
-    fn write(
-        &mut self,
-        bytes: &[u8],
-        out: &mut dyn FnMut(&[u8]) -> Result<(), alloc::string::String>,
-    ) -> Result<(), PatchError> {
-        out(bytes).map_err(|why| PatchError::Out { at: self.at, why })?;
-        self.written += bytes.len() as u64;
+        self.pending_len = 0;
+        out(&self.pending[..n]).map_err(|why| PatchError::Out { at: self.at, why })?;
+        self.written += n as u64;
         Ok(())
     }
 }
