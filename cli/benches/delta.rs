@@ -11,8 +11,9 @@
 mod common;
 
 use common::app_image;
-use common::pairs::{detools_size, with_code_changed, with_version};
+use common::pairs::{with_code_changed, with_version};
 use testkit::FirmwareElf;
+use testkit::detools;
 
 /// A word-clock image of about 700 KiB; the larger the image, the longer bsdiff's sort.
 const PAYLOAD: u32 = 640 * 1024;
@@ -41,7 +42,7 @@ fn main() {
     for (what, new) in pairs {
         let ours = clockrel::delta::patch(&base, &new).unwrap().len();
         // detools' patch without esp_delta_ota's 64-byte header, which ours carries.
-        let theirs = detools_size(&base, &new) + 64;
+        let theirs = detools::create_patch(&base, &new).len() + 64;
         let full = new.len() as f64;
         println!(
             "  {what:<30} {:>9.2}% {:>9.2}% {:>10.3}",

@@ -394,8 +394,8 @@ fn a_rollback_is_published_after_reconnecting() {
     );
 }
 
-#[test]
-fn a_release_rolled_back_here_is_not_installed_again_unless_retried() {
+/// An NVS where 2.0.0 was rolled back because its MQTT check failed.
+fn rolled_back_store() -> MemoryStore {
     let mut store = MemoryStore::default();
     let rejected = Rejected {
         version: "2.0.0".parse().unwrap(),
@@ -405,7 +405,12 @@ fn a_release_rolled_back_here_is_not_installed_again_unless_retried() {
         health::REJECTED_KEY,
         &serde_json::to_vec(&rejected).unwrap(),
     );
-    let rig = rig(Decision::Update, store);
+    store
+}
+
+#[test]
+fn a_release_rolled_back_here_is_not_installed_again_unless_retried() {
+    let rig = rig(Decision::Update, rolled_back_store());
 
     rig.send("home/clock1/command", "install");
     rig.app.wait_idle();
@@ -496,16 +501,7 @@ fn the_last_offer_is_shown_again_after_a_reboot() {
 
 #[test]
 fn a_release_rolled_back_here_is_shown_as_such_with_retry_available() {
-    let mut store = MemoryStore::default();
-    let rejected = Rejected {
-        version: "2.0.0".parse().unwrap(),
-        reason: "mqtt: not healthy within 30 s".into(),
-    };
-    store.set(
-        health::REJECTED_KEY,
-        &serde_json::to_vec(&rejected).unwrap(),
-    );
-    let rig = rig(Decision::Update, store);
+    let rig = rig(Decision::Update, rolled_back_store());
     rig.app.on_connect();
     // The attribute the retry button's availability reads.
     assert_eq!(rig.attributes()["rolled_back"], "2.0.0");

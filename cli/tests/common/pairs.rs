@@ -1,9 +1,6 @@
-//! Pairs of app images like consecutive releases, and detools (the delta format's own
-//! implementation, which `cargo xtask test` installs) to judge the patches between them:
-//! shared by the delta tests and the delta benchmark.
+//! Pairs of app images like consecutive releases, shared by the delta tests and the
+//! delta benchmark.
 #![allow(dead_code)] // each user takes its own subset
-
-use std::process::Command;
 
 use ota_core::delta::Base;
 use testkit::image::RawImage;
@@ -47,53 +44,4 @@ impl Base for Old<'_> {
         buf.copy_from_slice(&self.0[at..at + buf.len()]);
         Ok(())
     }
-}
-
-pub fn python(script: &str, args: &[&std::path::Path]) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "detools (cargo xtask test installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// What `detools apply_patch` makes of our patch (after its 64-byte header).
-pub fn detools_apply(old: &[u8], patch: &[u8]) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let (from, body, to) = (
-        dir.path().join("from"),
-        dir.path().join("patch"),
-        dir.path().join("to"),
-    );
-    std::fs::write(&from, old).unwrap();
-    std::fs::write(&body, &patch[64..]).unwrap();
-    python(
-        "import sys, detools; detools.apply_patch_filenames(sys.argv[1], sys.argv[2], sys.argv[3])",
-        &[&from, &body, &to],
-    );
-    std::fs::read(&to).unwrap()
-}
-
-/// The size of the patch `detools create_patch` makes (heatshrink 8/7) for the pair.
-pub fn detools_size(old: &[u8], new: &[u8]) -> usize {
-    let dir = tempfile::tempdir().unwrap();
-    let (from, to, patch) = (
-        dir.path().join("from"),
-        dir.path().join("to"),
-        dir.path().join("patch"),
-    );
-    std::fs::write(&from, old).unwrap();
-    std::fs::write(&to, new).unwrap();
-    python(
-        "import sys, detools; detools.create_patch_filenames(sys.argv[1], sys.argv[2], sys.argv[3], \
-         compression='heatshrink', heatshrink_window_sz2=8, heatshrink_lookahead_sz2=7)",
-        &[&from, &to, &patch],
-    );
-    std::fs::read(&patch).unwrap().len()
 }

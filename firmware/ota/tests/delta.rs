@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use ota_core::delta::{Applier, Base, PatchError};
 use proptest::prelude::*;
 
@@ -27,34 +25,8 @@ impl Base for Old<'_> {
     }
 }
 
-/// `detools create_patch` from `old` to `new`: sequential, heatshrink 8/7, the patch
-/// `esp_delta_ota` applies.
 fn detools_patch(old: &[u8], new: &[u8]) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let (from, to, patch) = (
-        dir.path().join("from"),
-        dir.path().join("to"),
-        dir.path().join("patch"),
-    );
-    std::fs::write(&from, old).unwrap();
-    std::fs::write(&to, new).unwrap();
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, detools; detools.create_patch_filenames(sys.argv[1], sys.argv[2], sys.argv[3], \
-             compression='heatshrink', heatshrink_window_sz2=8, heatshrink_lookahead_sz2=7)",
-        ])
-        .arg(&from)
-        .arg(&to)
-        .arg(&patch)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "detools (pip install detools; `cargo xtask test` installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(&patch).unwrap()
+    testkit::detools::create_patch(old, new)
 }
 
 /// Applies `patch` to `old`, fed in chunks of `chunk` bytes.

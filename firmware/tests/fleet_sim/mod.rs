@@ -148,21 +148,12 @@ pub fn run(devices: usize) -> Report {
                             RealHttp::new()
                                 .map_err(|e| e.to_string())
                                 .and_then(|mut http| {
-                                    live(
-                                        &mut device,
-                                        release,
-                                        &mut http,
-                                        sources,
-                                        Timeouts::default(),
-                                    )?;
-                                    // The reboot: 2.0.0 on probation passes its checks and commits.
-                                    live(
-                                        &mut device,
-                                        release,
-                                        &mut http,
-                                        sources,
-                                        Timeouts::default(),
-                                    )?;
+                                    // The update, then the reboot: 2.0.0 on probation
+                                    // passes its checks and commits.
+                                    for _ in 0..2 {
+                                        let timeouts = Timeouts::default();
+                                        live(&mut device, release, &mut http, sources, timeouts)?;
+                                    }
                                     Ok(started.elapsed())
                                 });
                         let runs = device.boot().ok().map(|booted| booted.version.to_string());

@@ -12,6 +12,7 @@
 //! so plain synchronous tests can run the `clockrel` binary against them, and stops
 //! when dropped.
 
+pub mod detools;
 pub mod elf;
 mod fault;
 pub mod files;
