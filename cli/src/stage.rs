@@ -307,6 +307,7 @@ fn manifest(
         chip: Some(image.info.header.chip),
         secure_version: Some(d.secure_version),
         file: Some(file.to_owned()),
+        patches: Vec::new(),
         signature: None,
         extra: Default::default(),
     }

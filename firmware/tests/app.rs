@@ -103,6 +103,7 @@ fn manifest() -> Trusted {
         chip: Some(Chip::Esp32S3),
         secure_version: Some(0),
         file: Some("wordclock-v2.0.0.bin".into()),
+        patches: Vec::new(),
         signature: None,
         extra: Default::default(),
     };

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed, and says where
 
 use ota_core::manifest::{
-    DOMAIN, KeyId, MAX_MANIFEST_LEN, ManifestError, PublicKey, SecretKey, SignatureError,
+    DOMAIN, KeyId, MAX_MANIFEST_LEN, MAX_PATCHES, ManifestError, Patch, PublicKey, SecretKey,
+    SignatureError,
 };
 use ota_core::policy::{Decision, Refusal, Rejected, Running, after_rollback, decide};
 use ota_core::{Chip, Manifest, Sha256, Version};
@@ -38,6 +39,24 @@ fn release() -> Manifest {
 
 fn signed() -> Manifest {
     let mut m = release();
+    m.sign(&key(1));
+    m
+}
+
+fn patch(from: &str, n: u8) -> Patch {
+    Patch {
+        from: v(from),
+        base_digest: Sha256([n; 32]),
+        file: format!("wordclock-v{from}-to-v2.9.0.patch"),
+        size: 1500 + u64::from(n),
+        sha256: Sha256([n ^ 0xff; 32]),
+    }
+}
+
+/// The release with patches from 2.8.0 and 2.7.1, signed.
+fn signed_with_patches() -> Manifest {
+    let mut m = release();
+    m.patches = vec![patch("2.8.0", 1), patch("2.7.1", 2)];
     m.sign(&key(1));
     m
 }
@@ -92,6 +111,96 @@ fn every_single_field_change_breaks_the_signature() {
         let reread = Manifest::from_json(&m.to_json()).unwrap();
         assert!(reread.verify(&trusted).is_err(), "{field} after JSON");
     }
+}
+
+#[test]
+fn every_patch_field_is_signed() {
+    let trusted = [key(1).public()];
+    assert!(signed_with_patches().verify(&trusted).is_ok());
+    let changes: Vec<(&str, Change)> = vec![
+        ("from", |m| m.patches[1].from = v("2.7.0")),
+        ("base_digest", |m| m.patches[0].base_digest.0[0] ^= 1),
+        ("file", |m| m.patches[1].file = "other.patch".into()),
+        ("size", |m| m.patches[0].size -= 1),
+        ("sha256", |m| m.patches[1].sha256.0[31] ^= 1),
+        ("order", |m| m.patches.swap(0, 1)),
+        ("one dropped", |m| {
+            m.patches.pop();
+        }),
+        ("all dropped", |m| m.patches.clear()),
+        ("one added", |m| m.patches.push(patch("2.6.0", 3))),
+    ];
+    for (what, change) in changes {
+        let mut m = signed_with_patches();
+        change(&mut m);
+        let reread = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(
+            reread.verify(&trusted),
+            Err(SignatureError::Invalid(key(1).public().id())),
+            "changing the patches' {what} kept the signature valid"
+        );
+    }
+    // Added to a manifest signed without them, patches break its signature too.
+    let mut m = signed();
+    m.patches.push(patch("2.8.0", 1));
+    assert!(m.verify(&trusted).is_err());
+}
+
+#[test]
+fn a_trusted_manifest_finds_the_patch_from_a_base_by_its_digest() {
+    let trusted = signed_with_patches().trust(&[key(1).public()]).unwrap();
+    assert_eq!(
+        trusted.patch_from(&Sha256([2; 32])),
+        Some(&patch("2.7.1", 2))
+    );
+    assert_eq!(trusted.patch_from(&Sha256([3; 32])), None);
+    assert!(
+        signed()
+            .trust(&[key(1).public()])
+            .unwrap()
+            .patch_from(&Sha256([1; 32]))
+            .is_none()
+    );
+}
+
+#[test]
+fn bad_patch_lists_get_clear_errors() {
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&signed_with_patches().to_json()).unwrap();
+        edit(&mut value);
+        Manifest::from_json(&serde_json::to_vec(&value).unwrap())
+    };
+    assert!(matches!(
+        with(&|m| m["patches"][0]["file"] = "../wordclock.bin".into()),
+        Err(ManifestError::BadFileName(name)) if name == "../wordclock.bin"
+    ));
+    assert_eq!(
+        with(&|m| {
+            let one = m["patches"][0].clone();
+            m["patches"] = vec![one; MAX_PATCHES + 1].into();
+        }),
+        Err(ManifestError::TooManyPatches(MAX_PATCHES + 1))
+    );
+    assert_eq!(
+        with(&|m| {
+            m.as_object_mut().unwrap().remove("format");
+        }),
+        Err(ManifestError::LegacyPatches)
+    );
+    let unknown = with(&|m| m["patches"][0]["offset"] = 0.into()).unwrap_err();
+    assert!(
+        unknown.to_string().contains("unknown field `offset`"),
+        "{unknown}"
+    );
+    let no_size = with(&|m| {
+        m["patches"][1].as_object_mut().unwrap().remove("size");
+    })
+    .unwrap_err();
+    assert!(
+        no_size.to_string().contains("missing field `size`"),
+        "{no_size}"
+    );
 }
 
 #[test]
@@ -636,7 +745,7 @@ fn an_independent_implementation_of_the_documented_encoding_agrees() {
     sparse.requires_restart = Some(false);
     sparse.title = Some("Wörter 🕰 ".repeat(40));
     sparse.version = "3.0.0-rc.1".parse().unwrap();
-    for manifest in [release(), signed(), sparse] {
+    for manifest in [release(), signed(), sparse, signed_with_patches()] {
         assert_eq!(encode(&manifest), hex(&manifest.signed_message()));
     }
 }

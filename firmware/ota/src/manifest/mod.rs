@@ -6,6 +6,7 @@
 //! covers a deterministic encoding of the fields (see [`signing`]), not the JSON text,
 //! which servers and editors may reformat.
 
+mod patches;
 mod promise;
 pub mod signing;
 mod trusted;
@@ -17,6 +18,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::{Chip, Sha256, Version};
+pub use patches::{MAX_PATCHES, Patch};
 pub use promise::ImageMismatch;
 pub use signing::{DOMAIN, KeyError, KeyId, PublicKey, SecretKey, Signature, SignatureError};
 pub use trusted::Trusted;
@@ -29,7 +31,7 @@ pub const FORMAT: u32 = 1;
 pub const MAX_MANIFEST_LEN: usize = 16 * 1024;
 /// The longest versioned file name a manifest may name.
 const MAX_FILE_NAME: usize = 128;
-/// The deepest nesting of arrays and objects a manifest may have. The format needs 2;
+/// The deepest nesting of arrays and objects a manifest may have. The format needs 3;
 /// the bound keeps a hostile document from recursing through a device's small stack.
 const MAX_DEPTH: usize = 8;
 /// How much of the JSON parser's message an error repeats: it may quote hostile text.
@@ -74,6 +76,10 @@ pub struct Manifest {
     /// Required from format 1 on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// Delta patches to this image from earlier releases' images, by base. Signed when
+    /// present; a manifest without any signs exactly as before patches existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<Patch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
     #[serde(flatten)]
@@ -97,6 +103,10 @@ pub enum ManifestError {
         "manifest names the file `{0}`: a file name is 1 to 128 letters, digits, `.`, `-` or `_`, not a path"
     )]
     BadFileName(String),
+    #[error("manifest lists {0} patches, more than the {MAX_PATCHES} allowed")]
+    TooManyPatches(usize),
+    #[error("the legacy manifest format carries no patches")]
+    LegacyPatches,
 }
 
 impl Manifest {
@@ -152,11 +162,16 @@ impl Manifest {
             }
             Some(other) => return Err(ManifestError::UnsupportedFormat(other)),
         }
-        if let Some(file) = &self.file
-            && !is_plain_file_name(file)
-        {
+        if self.format.is_none() && !self.patches.is_empty() {
+            return Err(ManifestError::LegacyPatches);
+        }
+        if self.patches.len() > MAX_PATCHES {
+            return Err(ManifestError::TooManyPatches(self.patches.len()));
+        }
+        let names = self.file.iter().chain(self.patches.iter().map(|p| &p.file));
+        if let Some(bad) = names.into_iter().find(|name| !is_plain_file_name(name)) {
             return Err(ManifestError::BadFileName(
-                file.chars().take(MAX_FILE_NAME).collect(),
+                bad.chars().take(MAX_FILE_NAME).collect(),
             ));
         }
         Ok(())

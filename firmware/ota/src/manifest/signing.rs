@@ -10,7 +10,11 @@
 //! Encoding: [`DOMAIN`], then for each field in the order of [`Manifest::signed_message`]:
 //! the field name as `u8 length, bytes`, then the value as a tag byte and its payload:
 //! `0` absent; `1` text as `u32 LE length, UTF-8`; `2` integer as `u64 LE`; `3` boolean
-//! as one byte; `4` 32 raw bytes (the SHA-256).
+//! as one byte; `4` 32 raw bytes (the SHA-256); `5` a list as `u32 LE count`, then
+//! each item's fields, encoded as the fields are.
+//!
+//! `patches` comes last and only when the manifest lists any, so a manifest without
+//! patches signs exactly as it did before the field existed.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -216,6 +220,16 @@ impl Manifest {
         m.text("description", self.description.as_deref());
         m.text("release_date", self.release_date.as_deref());
         m.text("esp_idf_version", self.esp_idf_version.as_deref());
+        if !self.patches.is_empty() {
+            m.list("patches", self.patches.len());
+            for patch in &self.patches {
+                m.text("from", Some(&alloc::format!("{}", patch.from)));
+                m.digest("base_digest", patch.base_digest.as_bytes());
+                m.text("file", Some(&patch.file));
+                m.int("size", Some(patch.size));
+                m.digest("sha256", patch.sha256.as_bytes());
+            }
+        }
         m.0
     }
 
@@ -286,6 +300,13 @@ impl Encoder {
             None => self.0.push(0),
             Some(b) => self.0.extend_from_slice(&[3, u8::from(b)]),
         }
+    }
+
+    /// A list's header; its items' fields follow.
+    fn list(&mut self, name: &str, count: usize) {
+        self.name(name);
+        self.0.push(5);
+        self.0.extend_from_slice(&(count as u32).to_le_bytes());
     }
 
     fn digest(&mut self, name: &str, value: &[u8; 32]) {

@@ -4,8 +4,8 @@
 use alloc::string::String;
 use core::ops::Deref;
 
-use super::{Manifest, ManifestError, PublicKey, SignatureError};
-use crate::Chip;
+use super::{Manifest, ManifestError, Patch, PublicKey, SignatureError};
+use crate::{Chip, Sha256};
 
 /// A verified [`Manifest`]: signed by a trusted key, format 1, its image file name a
 /// plain name. Read the other fields through `Deref`; nothing can change them.
@@ -50,6 +50,14 @@ impl Trusted {
 
     pub fn secure_version(&self) -> u32 {
         self.secure_version
+    }
+
+    /// The patch this release lists from the image whose appended digest is `base`.
+    pub fn patch_from(&self, base: &Sha256) -> Option<&Patch> {
+        self.manifest
+            .patches
+            .iter()
+            .find(|p| p.base_digest == *base)
     }
 
     /// The trusted key that made the signature.

@@ -60,6 +60,7 @@ pub fn unsigned_manifest() -> Manifest {
         chip: Some(Chip::Esp32S3),
         secure_version: Some(2),
         file: Some("wordclock-v2.9.0.bin".to_owned()),
+        patches: Vec::new(),
         signature: None,
         extra: Default::default(),
     }

@@ -46,6 +46,15 @@ def message(m):
     for name in ["build_date", "commit_hash", "title", "description", "release_date",
                  "esp_idf_version"]:
         text(name, m.get(name))
+    patches = m.get("patches", [])
+    if patches:
+        field("patches", 5, struct.pack("<I", len(patches)))
+        for p in patches:
+            text("from", p["from"].removeprefix("v"))
+            field("base_digest", 4, bytes.fromhex(p["base_digest"]))
+            text("file", p["file"])
+            integer("size", p["size"])
+            field("sha256", 4, bytes.fromhex(p["sha256"]))
     return bytes(out)
 
 
