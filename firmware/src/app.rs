@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ota_core::Version;
 use ota_core::engine::health::{self, Outcome};
-use ota_core::engine::{Control, Installed, Offer, Source, Store, UpdateError};
+use ota_core::engine::{Control, Installed, Offer, Progress, Source, Store, UpdateError};
 use ota_core::mqtt::{
     self, Attributes, Command, Device, SourceStatus, State, Status, Topics, UpdateState,
     VersionInfo,
@@ -35,7 +35,7 @@ pub trait Updater: Send + Sync {
         &self,
         offer: &Offer,
         control: &Control,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn Progress,
     ) -> Result<Installed, UpdateError>;
     fn reboot(&self);
 }
@@ -521,16 +521,10 @@ impl Shared {
             Decision::Update => self.show_offer(offered.clone()),
         }
         *lock(&self.phase) = Phase::Installing { cancelled: false };
-        let mut gate = mqtt::ProgressGate::default();
-        let mut progress = |done: u64, total: u64| {
-            // The engine is running now: a cancel that came as it started reaches it.
-            if self.install_cancelled() {
-                self.control.cancel();
-            }
-            if gate.report(done, total) {
-                self.publish_status(&Status::new(State::Downloading, done, total));
-                self.publish_state(offered.clone().installing(done, total));
-            }
+        let mut progress = Reporting {
+            app: self,
+            offered: &offered,
+            gate: mqtt::ProgressGate::default(),
         };
         match self.updater.install(&offer, &self.control, &mut progress) {
             Ok(installed) => {
@@ -538,6 +532,7 @@ impl Shared {
                 let attributes = {
                     let mut attributes = lock(&self.attributes);
                     attributes.source_used = installed.sources;
+                    attributes.delivery = Some(installed.delivery.to_string());
                     attributes.clone()
                 };
                 self.publish_attributes(&attributes);
@@ -555,5 +550,35 @@ impl Shared {
                 self.report(&error);
             }
         }
+    }
+}
+
+/// The engine's progress, reported while an install runs: the status and update topics
+/// at whole percents, and a note when a patch gives way to the whole image.
+struct Reporting<'a> {
+    app: &'a Shared,
+    offered: &'a UpdateState,
+    gate: mqtt::ProgressGate,
+}
+
+impl Progress for Reporting<'_> {
+    fn bytes(&mut self, done: u64, total: u64) {
+        // The engine is running now: a cancel that came as it started reaches it.
+        if self.app.install_cancelled() {
+            self.app.control.cancel();
+        }
+        if self.gate.report(done, total) {
+            self.app
+                .publish_status(&Status::new(State::Downloading, done, total));
+            self.app
+                .publish_state(self.offered.clone().installing(done, total));
+        }
+    }
+
+    fn falling_back(&mut self, why: &str) {
+        self.gate = mqtt::ProgressGate::default();
+        let note = format!("{why}; downloading the whole image");
+        self.app
+            .publish_status(&Status::new(State::Downloading, 0, 0).with_note(&note));
     }
 }

@@ -31,8 +31,8 @@ use esp_idf_svc::sys::{self, EspError, esp};
 use esp_idf_svc::wifi::{AuthMethod, ClientConfiguration, Configuration, EspWifi};
 use ota_core::engine::health::{self, BootSlot};
 use ota_core::engine::{
-    Config, ContentRange, Control, Engine, Http, HttpError, Installed, Offer, Response, SlotError,
-    Slots, Source, Sources, Store, Timeouts, UpdateError,
+    Config, ContentRange, Control, Engine, Http, HttpError, Installed, Offer, Progress, Response,
+    RunningImage, SlotError, Slots, Source, Sources, Store, Timeouts, UpdateError,
 };
 use ota_core::image::ChipRevision;
 use ota_core::manifest::PublicKey;
@@ -458,6 +458,46 @@ impl Slots for ChipSlots {
         esp!(unsafe { sys::esp_ota_end(handle) }).map_err(flash_error)?;
         esp!(unsafe { sys::esp_ota_set_boot_partition(partition) }).map_err(flash_error)
     }
+
+    fn running_image(&mut self) -> Result<RunningImage, SlotError> {
+        let partition = running_partition()?;
+        let mut digest = [0u8; 32];
+        // For an app partition: the image's appended digest, as a patch header names it.
+        esp!(unsafe { sys::esp_partition_get_sha256(partition, digest.as_mut_ptr()) })
+            .map_err(flash_error)?;
+        let position = sys::esp_partition_pos_t {
+            offset: unsafe { (*partition).address },
+            size: unsafe { (*partition).size },
+        };
+        let mut metadata: sys::esp_image_metadata_t = Default::default();
+        esp!(unsafe { sys::esp_image_get_metadata(&position, &mut metadata) })
+            .map_err(flash_error)?;
+        Ok(RunningImage {
+            digest: ota_core::Sha256(digest),
+            len: u64::from(metadata.image_len),
+        })
+    }
+
+    fn read_running(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SlotError> {
+        let partition = running_partition()?;
+        esp!(unsafe {
+            sys::esp_partition_read(
+                partition,
+                offset as usize,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        })
+        .map_err(flash_error)
+    }
+}
+
+fn running_partition() -> Result<*const sys::esp_partition_t, SlotError> {
+    let partition = unsafe { sys::esp_ota_get_running_partition() };
+    if partition.is_null() {
+        return Err(SlotError("no running partition".to_owned()));
+    }
+    Ok(partition)
 }
 
 /// The engine over the chip's HTTP and slots; a reboot is a restart (the app has
@@ -475,15 +515,14 @@ impl Updater for ChipUpdater {
         &self,
         offer: &Offer,
         control: &Control,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn Progress,
     ) -> Result<Installed, UpdateError> {
-        let mut progress = |done: u64, total: u64| progress(done, total);
         self.engine.install(
             &mut ChipHttp,
             &mut ChipSlots::default(),
             offer,
             control,
-            &mut progress,
+            progress,
         )
     }
 

@@ -134,7 +134,7 @@ impl Updater for Stepped {
         &self,
         offer: &Offer,
         control: &Control,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn ota_core::engine::Progress,
     ) -> Result<Installed, UpdateError> {
         self.installs.fetch_add(1, Ordering::SeqCst);
         for step in 1..=10 {
@@ -147,12 +147,13 @@ impl Updater for Stepped {
                     "the image's SHA-256 is not the manifest's".into(),
                 ));
             }
-            progress(step * 100, 1000);
+            progress.bytes(step * 100, 1000);
         }
         Ok(Installed {
             version: offer.manifest.version.clone(),
             sources: vec![offer.source],
             attempts: Vec::new(),
+            delivery: ota_core::engine::Delivery::Image,
         })
     }
 

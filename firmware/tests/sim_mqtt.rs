@@ -108,7 +108,10 @@ fn home_assistants_install_updates_the_device_with_the_primary_down() {
         .rev()
         .find(|(t, _)| t == "home/clock1/ota/attributes")
         .unwrap();
-    assert_eq!(attributes.1, r#"{"source_used":["r2"]}"#);
+    assert_eq!(
+        attributes.1,
+        r#"{"source_used":["r2"],"delivery":"the whole image"}"#
+    );
 
     // The reboot: 2.0.0 runs from ota_0.
     let rebooted = device.lock().unwrap().boot().unwrap();

@@ -8,7 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use ota_core::engine::{Config, Control, Engine, Source, Timeouts};
-use support::{FakeHttp, FakeSlots, IMAGE, key, manifest, running, sources};
+use support::{
+    Behaviour, FakeHttp, FakeSlots, IMAGE, esp_patch, image_of_version, key, manifest,
+    manifest_with_patch, patch_name, running, sources,
+};
 
 struct Counting;
 
@@ -67,4 +70,57 @@ fn installing_allocates_far_less_than_the_image() {
         IMAGE.len()
     );
     assert_eq!(slots.inactive, IMAGE);
+}
+
+/// The goal for the patch applier beside the engine's 4 KiB buffer, whatever the image.
+const PATCH_GOAL: usize = 8 * 1024;
+
+#[test]
+fn installing_from_a_patch_allocates_a_small_fixed_amount() {
+    let engine = Engine::new(Config {
+        sources: sources(),
+        trusted: vec![key().public()],
+        running: running("2.8.0", 0),
+        timeouts: Timeouts::default(),
+    });
+    let old = image_of_version("2.8.0");
+    let patch = esp_patch(&old, IMAGE);
+    let mut http = FakeHttp::healthy(&manifest_with_patch("2.8.0", &old, &patch));
+    http.route(
+        Source::Github,
+        &patch_name("2.8.0"),
+        Behaviour::serve(&patch),
+    );
+    let offer = engine.check(&mut http, Source::Github).unwrap();
+    let mut slots = FakeSlots::running(&old);
+    slots.inactive.reserve(IMAGE.len());
+    let start = ALLOCATED.with(Cell::get);
+    let installed = engine
+        .install(
+            &mut http,
+            &mut slots,
+            &offer,
+            &Control::default(),
+            &mut |_: u64, _: u64| {},
+        )
+        .unwrap();
+    let during = ALLOCATED.with(Cell::get) - start;
+    // The fake peer copies the patch once to answer; the rest is the engine's.
+    let engine_bytes = during.saturating_sub(patch.len());
+    assert!(
+        engine_bytes < PATCH_GOAL,
+        "the engine allocated {engine_bytes} bytes applying a {} byte patch",
+        patch.len()
+    );
+    assert!(matches!(
+        installed.delivery,
+        ota_core::engine::Delivery::Patch { .. }
+    ));
+    assert_eq!(slots.inactive, IMAGE);
+    // The applier's state is fixed, wherever it lives: on the stack here.
+    let state = std::mem::size_of::<ota_core::delta::DeltaPatch>();
+    assert!(
+        state + ota_core::engine::CHUNK < PATCH_GOAL,
+        "applier state {state} bytes"
+    );
 }

@@ -347,6 +347,12 @@ fn progress_is_the_fleets_three_fields() {
         r#"{"state":"idle","progress":0,"bytes":0}"#
     );
     assert_eq!(
+        Status::new(State::Downloading, 0, 0)
+            .with_note("the patch from 2.8.0 was not used")
+            .to_json(),
+        r#"{"state":"downloading","progress":0,"bytes":0,"note":"the patch from 2.8.0 was not used"}"#
+    );
+    assert_eq!(
         Status::new(State::Rebooting, 1_333_333, 1_333_333).to_json(),
         r#"{"state":"rebooting","progress":100,"bytes":1333333}"#
     );
@@ -529,12 +535,13 @@ fn attributes_leave_out_what_is_not_known() {
     let after_failover = Attributes {
         source_used: vec![Source::Github, Source::R2],
         last_error: Some("no source delivered the whole image".to_owned()),
+        delivery: Some("a 1500-byte patch from 2.8.0".to_owned()),
         rollback_reason: Some("health check `mqtt` failed: no broker within 30 s".to_owned()),
         rolled_back: Some(version("2.9.0")),
     };
     assert_eq!(
         after_failover.to_json(),
-        r#"{"source_used":["github","r2"],"last_error":"no source delivered the whole image","rollback_reason":"health check `mqtt` failed: no broker within 30 s","rolled_back":"2.9.0"}"#
+        r#"{"source_used":["github","r2"],"last_error":"no source delivered the whole image","delivery":"a 1500-byte patch from 2.8.0","rollback_reason":"health check `mqtt` failed: no broker within 30 s","rolled_back":"2.9.0"}"#
     );
     let rolled_back = Attributes {
         rollback_reason: Some("LED driver did not answer".to_owned()),

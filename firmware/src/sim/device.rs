@@ -2,7 +2,7 @@
 //! the slot as ESP-IDF's bootloader does, and the engine's slot ports over that flash.
 
 use ota_core::engine::health::BootSlot;
-use ota_core::engine::{SlotError, Slots};
+use ota_core::engine::{RunningImage, SlotError, Slots};
 use ota_core::image::{ChipRevision, ImageInfo, ImageReader};
 use ota_core::otadata::{BootTarget, ENTRY_SIZE, OtaState, Otadata, SECTOR_SIZE, Slot};
 use ota_core::{Chip, Version};
@@ -273,6 +273,33 @@ impl Slots for SimSlots<'_> {
             .set_boot(slot, self.device.layout.slot_count())
             .map_err(|e| SlotError(e.to_string()))?;
         self.device.store_otadata(&otadata).map_err(cut)
+    }
+
+    fn running_image(&mut self) -> Result<RunningImage, SlotError> {
+        let info = self
+            .device
+            .image_in(self.running)
+            .ok_or_else(|| SlotError(format!("{:?} holds no bootable image", self.running)))?;
+        let digest = info
+            .appended_sha256
+            .ok_or_else(|| SlotError("the running image has no appended digest".to_owned()))?;
+        Ok(RunningImage {
+            digest,
+            len: info.len,
+        })
+    }
+
+    fn read_running(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SlotError> {
+        let extent = self
+            .device
+            .extent(self.running)
+            .ok_or_else(|| SlotError(format!("no partition for {:?}", self.running)))?;
+        let inside = usize::try_from(offset)
+            .ok()
+            .filter(|&at| at.saturating_add(buf.len()) <= extent.size)
+            .ok_or_else(|| SlotError(format!("read at {offset} past the running slot")))?;
+        buf.copy_from_slice(&self.device.flash.read(extent.offset + inside, buf.len()));
+        Ok(())
     }
 }
 

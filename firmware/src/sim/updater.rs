@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ota_core::engine::{Control, Engine, Installed, Offer, Source, UpdateError};
+use ota_core::engine::{Control, Engine, Installed, Offer, Progress, Source, UpdateError};
 use ota_core::otadata::BootTarget;
 
 use super::device::Device;
@@ -51,14 +51,13 @@ impl Updater for SimUpdater {
         &self,
         offer: &Offer,
         control: &Control,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn Progress,
     ) -> Result<Installed, UpdateError> {
         let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
         let mut device = self.device.lock().unwrap_or_else(PoisonError::into_inner);
         let mut slots = device.slots(self.running);
-        let mut progress = |done: u64, total: u64| progress(done, total);
         self.engine
-            .install(&mut *http, &mut slots, offer, control, &mut progress)
+            .install(&mut *http, &mut slots, offer, control, progress)
     }
 
     fn reboot(&self) {

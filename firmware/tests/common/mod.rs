@@ -112,6 +112,7 @@ impl Release {
             chip: Some(Chip::Esp32S3),
             secure_version: Some(0),
             file: Some(V2_FILE.into()),
+            patches: Vec::new(),
             signature: None,
             extra: Default::default(),
         };

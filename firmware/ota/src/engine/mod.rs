@@ -2,7 +2,9 @@
 //! hold before the boot slot changes. It does no I/O of its own: it drives the
 //! [`ports`], so the same logic runs on the chip, in the host simulator and in tests.
 
+mod download;
 pub mod health;
+mod patching;
 pub mod ports;
 
 use alloc::format;
@@ -10,11 +12,14 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::Manifest;
-use crate::image::{ImageError, ImageReader};
-use crate::manifest::{MAX_MANIFEST_LEN, PublicKey, Trusted};
+use crate::manifest::{MAX_MANIFEST_LEN, Patch, PublicKey, Trusted};
 use crate::policy::{self, Decision, Running};
-pub use ports::{ContentRange, Http, HttpError, Response, SlotError, Slots, Store, Timeouts};
+use crate::{Manifest, Version};
+use download::{Download, IntoSlot};
+use patching::Patching;
+pub use ports::{
+    ContentRange, Http, HttpError, Response, RunningImage, SlotError, Slots, Store, Timeouts,
+};
 
 /// Bytes moved per read: the engine's whole download buffer.
 pub const CHUNK: usize = 4096;
@@ -205,15 +210,43 @@ impl core::fmt::Display for UpdateError {
 /// A finished update: the new image is in the inactive slot, which boots next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installed {
-    pub version: crate::Version,
-    /// Every source the image bytes came from, in order.
+    pub version: Version,
+    /// Every source the image (or patch) bytes came from, in order.
     pub sources: Vec<Source>,
     pub attempts: Vec<Attempt>,
+    pub delivery: Delivery,
+}
+
+/// How the new image reached the slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The whole image: the manifest lists no patches.
+    Image,
+    /// A patch from the running release, `bytes` long.
+    Patch { from: Version, bytes: u64 },
+    /// The whole image, because no listed patch could be used, for `why`.
+    FellBack { why: String },
+}
+
+impl core::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Delivery::Image => f.write_str("the whole image"),
+            Delivery::Patch { from, bytes } => write!(f, "a {bytes}-byte patch from {from}"),
+            Delivery::FellBack { why } => write!(f, "the whole image ({why})"),
+        }
+    }
 }
 
 /// Progress of a download, for the status topic.
 pub trait Progress {
+    /// `done` of `total` bytes of what is downloading now (the patch, then the image if
+    /// the patch could not be used).
     fn bytes(&mut self, done: u64, total: u64);
+    /// The manifest's patches could not be used, for `why`: the whole image follows.
+    fn falling_back(&mut self, why: &str) {
+        let _ = why;
+    }
 }
 
 impl<F: FnMut(u64, u64)> Progress for F {
@@ -394,10 +427,11 @@ impl Engine {
 
     /// Streams the offered image into the inactive slot and sets it to boot only if its
     /// size, SHA-256, chip and embedded version are what the trusted manifest says.
-    /// If the source dies mid-way the download goes on from the other source at the same
-    /// offset (a 206 with a matching Content-Range), or starts over from 0. An image that
-    /// fails any check is fetched again, whole, from the other source; the update fails
-    /// only when both sources served bad bytes (with both reasons) or neither delivered.
+    /// When the manifest lists a patch from the running image, the patch is downloaded
+    /// instead and applied as it arrives; the image it makes passes the same checks, and
+    /// any failure on that path (no patch from this image, a patch that does not verify
+    /// or apply, a result that is not the promised image) falls back to the whole image,
+    /// told to `progress`. Either file fails over and resumes as [`download`] says.
     pub fn install(
         &self,
         http: &mut dyn Http,
@@ -416,21 +450,65 @@ impl Engine {
         }
         let _busy = Busy(control);
         control.cancel.store(false, Ordering::SeqCst);
-        let mut download = Download::new(&self.config, offer);
-        let result = download.run(http, slots, control, progress);
-        match result {
-            // A cancel that came with the last chunk still stops the switch.
-            Ok(()) if control.cancel.load(Ordering::SeqCst) => {
-                slots.abort();
-                Err(UpdateError::Cancelled)
+        let manifest = &offer.manifest;
+        let mut attempts = Vec::new();
+        let delivery = match self.patch_for(slots, manifest) {
+            PatchFor::None => Delivery::Image,
+            PatchFor::Unusable(why) => {
+                progress.falling_back(&why);
+                Delivery::FellBack { why }
             }
-            Ok(()) => {
-                slots.set_boot().map_err(UpdateError::Flash)?;
-                Ok(Installed {
-                    version: offer.manifest.version.clone(),
-                    sources: download.used,
-                    attempts: download.attempts,
-                })
+            PatchFor::Some(spec, base) => {
+                let out = IntoSlot::new(&self.config, manifest);
+                let sink = Patching::new(spec, base, out);
+                let mut download = Download::new(
+                    &self.config,
+                    "patch",
+                    &spec.file,
+                    spec.size,
+                    offer.source,
+                    sink,
+                );
+                let result = download.run(http, slots, control, progress);
+                attempts.append(&mut download.attempts);
+                match result {
+                    Ok(()) => {
+                        let delivery = Delivery::Patch {
+                            from: spec.from.clone(),
+                            bytes: spec.size,
+                        };
+                        return self.switch(
+                            slots,
+                            manifest,
+                            control,
+                            download.used,
+                            attempts,
+                            delivery,
+                        );
+                    }
+                    // Neither is the patch's fault: the image would meet them too.
+                    Err(e @ (UpdateError::Cancelled | UpdateError::Flash(_))) => {
+                        slots.abort();
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        let why = format!("the patch from {} was not used: {e}", spec.from);
+                        progress.falling_back(&why);
+                        Delivery::FellBack { why }
+                    }
+                }
+            }
+        };
+        let out = IntoSlot::new(&self.config, manifest);
+        let (file, size) = (manifest.file(), manifest.firmware_size);
+        let mut download = Download::new(&self.config, "image", file, size, offer.source, out);
+        let result = download.run(http, slots, control, progress);
+        attempts.append(&mut download.attempts);
+        match result {
+            Ok(()) => self.switch(slots, manifest, control, download.used, attempts, delivery),
+            Err(UpdateError::Download { .. }) => {
+                slots.abort();
+                Err(UpdateError::Download { attempts })
             }
             Err(e) => {
                 slots.abort();
@@ -438,225 +516,61 @@ impl Engine {
             }
         }
     }
-}
 
-/// One image download, across sources.
-struct Download<'a> {
-    config: &'a Config,
-    manifest: &'a Trusted,
-    size: u64,
-    first: Source,
-    reader: ImageReader,
-    offset: u64,
-    used: Vec<Source>,
-    attempts: Vec<Attempt>,
-}
-
-/// How a single request's stream ended.
-enum Stream {
-    Complete,
-    /// It broke at the current offset: another request may resume.
-    Broken(Failure),
-}
-
-impl<'a> Download<'a> {
-    fn new(config: &'a Config, offer: &'a Offer) -> Download<'a> {
-        let manifest = &offer.manifest;
-        Download {
-            config,
-            manifest,
-            size: manifest.firmware_size,
-            first: offer.source,
-            reader: Download::fresh_reader(config, manifest),
-            offset: 0,
-            used: Vec::new(),
-            attempts: Vec::new(),
+    /// The patch to download instead of the image: the one the manifest lists from the
+    /// running image, if it lists any.
+    fn patch_for<'m>(&self, slots: &mut dyn Slots, manifest: &'m Trusted) -> PatchFor<'m> {
+        if manifest.patches.is_empty() {
+            return PatchFor::None;
         }
-    }
-
-    fn fresh_reader(config: &Config, manifest: &Manifest) -> ImageReader {
-        let reader = ImageReader::new()
-            .expect_chip(config.running.chip)
-            .expect_len(manifest.firmware_size);
-        match config.running.chip_revision {
-            Some(revision) => reader.expect_chip_revision(revision),
-            None => reader,
-        }
-    }
-
-    fn run(
-        &mut self,
-        http: &mut dyn Http,
-        slots: &mut dyn Slots,
-        control: &Control,
-        progress: &mut dyn Progress,
-    ) -> Result<(), UpdateError> {
-        slots.begin(self.size).map_err(UpdateError::Flash)?;
-        // Bounded: a source gets two tries whose connection fails, and none more once
-        // bytes it served did not verify.
-        let mut broken = [0u8; 2];
-        let mut bad: [Option<String>; 2] = [None, None];
-        let index = |source: Source| source as usize;
-        let mut started_over = false;
-        let mut source = self.first;
-        loop {
-            let refused = match self.fetch(http, slots, source, control, progress) {
-                Ok(Stream::Broken(failure)) => {
-                    self.attempts.push(Attempt {
-                        source,
-                        what: "image",
-                        failure: Some(failure),
-                    });
-                    broken[index(source)] += 1;
-                    None
-                }
-                Ok(Stream::Complete) => match self.verify() {
-                    Ok(()) => return Ok(()),
-                    Err(why) => Some(why),
-                },
-                Err(UpdateError::Verify(why)) => Some(why),
-                Err(other) => return Err(other),
-            };
-            if let Some(why) = refused {
-                let failure = if self.used.len() > 1 && !started_over {
-                    // Resumed across sources that do not serve the same bytes (a CDN
-                    // still on another build): neither is to blame yet; start over once.
-                    started_over = true;
-                    Failure::Mixed(why)
-                } else {
-                    bad[index(source)] = Some(why.clone());
-                    Failure::BadImage(why)
-                };
-                self.attempts.push(Attempt {
-                    source,
-                    what: "image",
-                    failure: Some(failure),
-                });
-                self.restart(slots)?;
+        let running = match slots.running_image() {
+            Ok(running) => running,
+            Err(e) => {
+                return PatchFor::Unusable(format!(
+                    "the running image could not be read as a patch's base: {}",
+                    e.0
+                ));
             }
-            let usable = |s: Source| bad[index(s)].is_none() && broken[index(s)] < 2;
-            source = match (usable(source.other()), usable(source)) {
-                (true, _) => source.other(),
-                (false, true) => source,
-                (false, false) => break,
-            };
+        };
+        match manifest.patch_from(&running.digest) {
+            Some(spec) => PatchFor::Some(spec, running),
+            None => PatchFor::Unusable(format!(
+                "the release lists no patch from the running image (digest {})",
+                running.digest
+            )),
         }
-        if let [Some(github), Some(r2)] = &bad {
-            return Err(UpdateError::Verify(format!(
-                "{}: {github}; {}: {r2}",
-                Source::Github.name(),
-                Source::R2.name()
-            )));
+    }
+
+    /// The slot holds the verified image: it boots next, unless a cancel came with the
+    /// last chunk.
+    fn switch(
+        &self,
+        slots: &mut dyn Slots,
+        manifest: &Trusted,
+        control: &Control,
+        sources: Vec<Source>,
+        attempts: Vec<Attempt>,
+        delivery: Delivery,
+    ) -> Result<Installed, UpdateError> {
+        if control.cancel.load(Ordering::SeqCst) {
+            slots.abort();
+            return Err(UpdateError::Cancelled);
         }
-        Err(UpdateError::Download {
-            attempts: core::mem::take(&mut self.attempts),
+        slots.set_boot().map_err(UpdateError::Flash)?;
+        Ok(Installed {
+            version: manifest.version.clone(),
+            sources,
+            attempts,
+            delivery,
         })
     }
+}
 
-    /// One request to `source`, from the current offset.
-    fn fetch(
-        &mut self,
-        http: &mut dyn Http,
-        slots: &mut dyn Slots,
-        source: Source,
-        control: &Control,
-        progress: &mut dyn Progress,
-    ) -> Result<Stream, UpdateError> {
-        let url = format!(
-            "{}{}",
-            self.config.sources.base(source),
-            self.manifest.file()
-        );
-        let from = (self.offset > 0).then_some(self.offset);
-        let mut response = match http.get(&url, from, self.config.timeouts) {
-            Ok(response) => response,
-            Err(e) => return Ok(Stream::Broken(e.into())),
-        };
-        match (response.status(), from) {
-            (200, _) => {
-                if self.offset > 0 {
-                    // The source ignored the Range: start over, as it sends from byte 0.
-                    self.restart(slots)?;
-                }
-            }
-            (206, Some(offset)) => {
-                let range = response.content_range();
-                let matches = range
-                    .is_some_and(|r| r.start == offset && r.total.is_none_or(|t| t == self.size));
-                if !matches {
-                    return Ok(Stream::Broken(Failure::BadRange(format!(
-                        "Content-Range {range:?} does not continue at {offset}"
-                    ))));
-                }
-            }
-            (status, _) => return Ok(Stream::Broken(Failure::Status(status))),
-        }
-        if !self.used.contains(&source) {
-            self.used.push(source);
-        }
-        let mut buf = [0u8; CHUNK];
-        loop {
-            if control.cancel.load(Ordering::SeqCst) {
-                return Err(UpdateError::Cancelled);
-            }
-            let n = match response.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // A connection that breaks after the last byte delivered everything.
-                Err(_) if self.offset == self.size => break,
-                Err(e) => return Ok(Stream::Broken(e.into())),
-            };
-            let chunk = &buf[..n];
-            self.reader.feed(chunk).map_err(|e| self.image_error(e))?;
-            self.check_descriptor()?;
-            slots
-                .write(self.offset, chunk)
-                .map_err(UpdateError::Flash)?;
-            self.offset += n as u64;
-            progress.bytes(self.offset, self.size);
-        }
-        if self.offset == self.size {
-            Ok(Stream::Complete)
-        } else {
-            Ok(Stream::Broken(Failure::Io(format!(
-                "the body ended at {} of {} bytes",
-                self.offset, self.size
-            ))))
-        }
-    }
-
-    /// Starts the image over from byte 0: no byte written so far counts, nor who sent it.
-    fn restart(&mut self, slots: &mut dyn Slots) -> Result<(), UpdateError> {
-        slots.abort();
-        slots.begin(self.size).map_err(UpdateError::Flash)?;
-        self.reader = Download::fresh_reader(self.config, self.manifest);
-        self.offset = 0;
-        self.used.clear();
-        Ok(())
-    }
-
-    /// Refuses a wrong version as soon as the app descriptor has arrived.
-    fn check_descriptor(&self) -> Result<(), UpdateError> {
-        match self.reader.descriptor() {
-            Some(descriptor) => self
-                .manifest
-                .check_descriptor(descriptor)
-                .map_err(|e| UpdateError::Verify(e.to_string())),
-            None => Ok(()),
-        }
-    }
-
-    fn image_error(&self, e: ImageError) -> UpdateError {
-        UpdateError::Verify(e.to_string())
-    }
-
-    /// Everything the boot slot may change on: size, SHA-256 of the file, chip, version.
-    /// `Err` says why the image is not the promised one.
-    fn verify(&mut self) -> Result<(), String> {
-        let reader = core::mem::take(&mut self.reader);
-        let info = reader.finish().map_err(|e| e.to_string())?;
-        self.manifest
-            .check_image(&info)
-            .map_err(|e| alloc::string::ToString::to_string(&e))
-    }
+/// Whether a patch can stand in for the image.
+enum PatchFor<'m> {
+    /// The manifest lists none.
+    None,
+    /// It lists some, none usable, for this reason.
+    Unusable(String),
+    Some(&'m Patch, RunningImage),
 }

@@ -103,6 +103,16 @@ pub trait Http {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotError(pub String);
 
+/// The image the device runs, as a patch's base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningImage {
+    /// Its appended digest (`esp_partition_get_sha256()` of the running slot): which
+    /// patch applies to it.
+    pub digest: crate::Sha256,
+    /// Its length in bytes: where a patch may read.
+    pub len: u64,
+}
+
 /// The OTA slots of the flash.
 pub trait Slots {
     /// Starts writing the inactive slot for an image of `size` bytes (erasing it).
@@ -113,6 +123,12 @@ pub trait Slots {
     fn abort(&mut self);
     /// Makes the written slot the one the bootloader starts next, on probation.
     fn set_boot(&mut self) -> Result<(), SlotError>;
+    /// The running image's digest and length (`esp_ota_get_running_partition`,
+    /// `esp_partition_get_sha256`, `esp_image_get_metadata`).
+    fn running_image(&mut self) -> Result<RunningImage, SlotError>;
+    /// Reads the running image from `offset` (`esp_partition_read`): a patch's base.
+    /// The running slot is only ever read, so a power cut mid-patch leaves it whole.
+    fn read_running(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SlotError>;
 }
 
 /// A small persistent key-value store (NVS on the chip).

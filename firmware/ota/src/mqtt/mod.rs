@@ -399,7 +399,8 @@ pub enum State {
     Error,
 }
 
-/// The `ota/progress` payload: `{"state", "progress", "bytes"}`, plus `reason` on error.
+/// The `ota/progress` payload: `{"state", "progress", "bytes"}`, plus `reason` on error
+/// and `note` when the download changed course (a patch not used).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     pub state: State,
@@ -412,6 +413,13 @@ pub struct Status {
         serialize_with = "short_reason"
     )]
     pub reason: Option<String>,
+    /// What changed while downloading, e.g. why the whole image follows a patch; cut to
+    /// [`MAX_REASON`] characters.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_reason"
+    )]
+    pub note: Option<String>,
 }
 
 impl Status {
@@ -422,6 +430,14 @@ impl Status {
             progress: percent(done, total),
             bytes: done,
             reason: None,
+            note: None,
+        }
+    }
+
+    pub fn with_note(self, note: &str) -> Status {
+        Status {
+            note: Some(note.to_string()),
+            ..self
         }
     }
 
@@ -491,6 +507,13 @@ pub struct Attributes {
         serialize_with = "short_reason"
     )]
     pub last_error: Option<String>,
+    /// How the last image arrived: a patch from which release, or whole and why; cut to
+    /// [`MAX_REASON`] characters.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_reason"
+    )]
+    pub delivery: Option<String>,
     /// Why the last new image was rolled back; cut to [`MAX_REASON`] characters.
     #[serde(
         skip_serializing_if = "Option::is_none",

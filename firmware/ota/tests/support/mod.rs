@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use ota_core::engine::{
-    ContentRange, Http, HttpError, Response, SlotError, Slots, Source, Sources, Store, Timeouts,
+    ContentRange, Http, HttpError, Response, RunningImage, SlotError, Slots, Source, Sources,
+    Store, Timeouts,
 };
 use ota_core::manifest::{FORMAT, SecretKey};
 use ota_core::policy::Running;
@@ -304,6 +305,20 @@ pub struct FakeSlots {
     pub booted_image: Option<Sha256>,
     /// The most bytes the inactive slot ever held.
     pub high_water: usize,
+    /// The running slot's image: only ever read.
+    pub running: Vec<u8>,
+    /// Reads of the running slot.
+    pub running_reads: usize,
+}
+
+impl FakeSlots {
+    /// Slots whose running slot holds `image`.
+    pub fn running(image: &[u8]) -> FakeSlots {
+        FakeSlots {
+            running: image.to_vec(),
+            ..FakeSlots::default()
+        }
+    }
 }
 
 impl Slots for FakeSlots {
@@ -334,6 +349,60 @@ impl Slots for FakeSlots {
         self.booted_image = Some(Sha256::of(&self.inactive));
         Ok(())
     }
+
+    fn running_image(&mut self) -> Result<RunningImage, SlotError> {
+        let info = ota_core::image::parse(&self.running, None)
+            .map_err(|e| SlotError(format!("the running slot: {e}")))?;
+        let digest = info
+            .appended_sha256
+            .ok_or_else(|| SlotError("the running image has no appended digest".to_owned()))?;
+        Ok(RunningImage {
+            digest,
+            len: info.len,
+        })
+    }
+
+    fn read_running(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SlotError> {
+        self.running_reads += 1;
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|at| self.running.get(at..at.checked_add(buf.len())?))
+            .ok_or_else(|| SlotError(format!("read at {offset} outside the running image")))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The `esp_delta_ota` patch from `old` to `new`, as `detools create_patch` makes it.
+pub fn esp_patch(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let base = ota_core::image::parse(old, None)
+        .unwrap()
+        .appended_sha256
+        .unwrap();
+    let mut patch = ota_core::delta::Header { base }.to_bytes().to_vec();
+    patch.extend(testkit::detools::create_patch(old, new));
+    patch
+}
+
+/// The fixture release's manifest listing `patch` from the image `old` (of `from`), signed.
+pub fn manifest_with_patch(from: &str, old: &[u8], patch: &[u8]) -> Manifest {
+    let mut m = unsigned_manifest();
+    m.patches = vec![ota_core::manifest::Patch {
+        from: from.parse().unwrap(),
+        base_digest: ota_core::image::parse(old, None)
+            .unwrap()
+            .appended_sha256
+            .unwrap(),
+        file: patch_name(from),
+        size: patch.len() as u64,
+        sha256: Sha256::of(patch),
+    }];
+    m.sign(&key());
+    m
+}
+
+pub fn patch_name(from: &str) -> String {
+    format!("wordclock-v{from}-to-v2.9.0.patch")
 }
 
 #[derive(Debug, Default)]
