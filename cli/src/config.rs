@@ -23,6 +23,7 @@ pub struct Config {
     pub signing: Signing,
     pub sources: Sources,
     pub verify: Verify,
+    pub delta: Delta,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +181,28 @@ impl R2Source {
     }
 }
 
+/// The delta patches `stage` makes, so devices on a recent release download kilobytes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// Patches from this many of the latest earlier releases whose images are in
+    /// `ota_files/` [default: 2; 0 makes none].
+    pub bases: Option<usize>,
+    /// A patch is listed only when it is smaller than this percent of the image
+    /// [default: 50]: above it, the whole image costs a device little more.
+    pub max_percent: Option<u8>,
+}
+
+impl Delta {
+    pub fn bases(&self) -> usize {
+        self.bases.unwrap_or(2)
+    }
+
+    pub fn max_percent(&self) -> u8 {
+        self.max_percent.unwrap_or(50)
+    }
+}
+
 /// How `publish` and `verify` check what devices will download.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,6 +231,8 @@ struct File {
     sources: Sources,
     #[serde(default)]
     verify: Verify,
+    #[serde(default)]
+    delta: Delta,
 }
 
 /// Why the config could not be used.
@@ -275,6 +300,14 @@ impl Config {
                 ),
             });
         }
+        if let Some(percent) = file.delta.max_percent
+            && !(1..=100).contains(&percent)
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!("delta.max_percent is {percent}: give 1 to 100"),
+            });
+        }
         Ok(Config {
             path: path.to_owned(),
             root,
@@ -284,6 +317,7 @@ impl Config {
             signing,
             sources: file.sources,
             verify: file.verify,
+            delta: file.delta,
         })
     }
 

@@ -3,8 +3,8 @@
 //! The `bsdiff` crate finds the changes (a suffix-sorting diff we need not write
 //! ourselves); `ota_core::delta` writes them as detools does, and reads them back.
 
-use ota_core::delta::Header;
 use ota_core::delta::encode::{Record, sequential_patch};
+use ota_core::delta::{Base, DeltaPatch, Header};
 use ota_core::image::{self, ImageError};
 
 /// Why no patch could be made from a base image.
@@ -26,6 +26,43 @@ pub fn patch(old: &[u8], new: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let mut patch = Header { base: digest }.to_bytes().to_vec();
     patch.extend(sequential_patch(new.len() as u64, &records(old, new)?));
     Ok(patch)
+}
+
+/// What the device makes of `patch` on the running image `old`: ota-core's own applier,
+/// the one the firmware runs, fed the whole patch at once.
+pub fn apply(old: &[u8], patch: &[u8]) -> Result<Vec<u8>, ota_core::delta::DeltaError> {
+    let base = image::parse(old, None)
+        .ok()
+        .and_then(|info| info.appended_sha256)
+        .unwrap_or(ota_core::Sha256([0; 32]));
+    let mut applier = DeltaPatch::new(base);
+    let mut new = Vec::new();
+    let mut out = |bytes: &[u8]| {
+        new.extend_from_slice(bytes);
+        Ok(())
+    };
+    let mut old = Slice(old);
+    applier.feed(patch, &mut old, &mut out)?;
+    applier.finish(&mut old, &mut out)?;
+    Ok(new)
+}
+
+/// An image in memory as a patch's base.
+struct Slice<'a>(&'a [u8]);
+
+impl Base for Slice<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|at| self.0.get(at..at.checked_add(buf.len())?))
+            .ok_or_else(|| format!("{} bytes at {offset} are outside the base", buf.len()))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// bsdiff's control records: each a diff length, an extra length and a seek (signed,

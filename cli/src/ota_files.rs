@@ -1,16 +1,19 @@
-//! The staged release directory (`ota_files/`): the versioned image, its alias and
-//! `version.json`, each replaced atomically so an interrupted stage leaves the previous
-//! release whole.
+//! The staged release directory (`ota_files/`): the versioned image, the patches to it
+//! from earlier releases, its alias and `version.json`, each replaced atomically so an
+//! interrupted stage leaves the previous release whole. Earlier releases' images stay:
+//! they are the bases of the next release's patches.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use ota_core::manifest::{ManifestError, Trusted};
+use ota_core::manifest::{ManifestError, Patch, Trusted};
 use ota_core::{Manifest, Version};
 use serde::Serialize;
 
 /// The manifest's file name on every source.
 pub const MANIFEST: &str = "version.json";
+/// How every patch file name ends.
+pub const PATCH_SUFFIX: &str = ".patch";
 
 /// Why the directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub struct StagedRelease {
     /// `version.json` exactly as staged: the bytes every source serves.
     pub manifest_bytes: Vec<u8>,
     pub image: Vec<u8>,
+    /// The patches the manifest lists, in its order, with their bytes.
+    pub patches: Vec<PatchFile>,
     /// The stable alias name, e.g. `wordclock.bin`.
     pub alias_name: String,
 }
@@ -62,6 +67,13 @@ impl StagedRelease {
     pub fn manifest_at(&self, image_url: String) -> Vec<u8> {
         self.manifest.served_at(image_url).to_json()
     }
+}
+
+/// A patch as the manifest lists it, and its bytes.
+#[derive(Debug, Clone)]
+pub struct PatchFile {
+    pub spec: Patch,
+    pub bytes: Vec<u8>,
 }
 
 /// What happened to one file.
@@ -101,6 +113,56 @@ impl OtaFiles {
     /// The immutable name of a version's image: `wordclock-v2.9.0.bin`.
     pub fn image_name(&self, version: &Version) -> String {
         format!("{}-{}.bin", self.name, version.tag())
+    }
+
+    /// The immutable name of the patch from `from`'s image to `to`'s:
+    /// `wordclock-v2.8.0-to-v2.9.0.patch`.
+    pub fn patch_name(&self, from: &Version, to: &Version) -> String {
+        format!("{}-{}-to-{}{PATCH_SUFFIX}", self.name, from.tag(), to.tag())
+    }
+
+    /// The `n` latest versioned images below `version` in the directory, newest first:
+    /// the bases of its patches.
+    pub fn earlier_images(
+        &self,
+        version: &Version,
+        n: usize,
+    ) -> Result<Vec<(Version, PathBuf)>, StagedError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StagedError::Read {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let prefix = format!("{}-", self.name);
+        let mut found: Vec<(Version, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let text = name.strip_prefix(&prefix)?.strip_suffix(".bin")?;
+                let found: Version = text.strip_prefix('v')?.parse().ok()?;
+                // Only the name this directory gives that version: no look-alikes.
+                (self.image_name(&found) == name && found.precedence(version).is_lt())
+                    .then(|| (found, entry.path()))
+            })
+            .collect();
+        found.sort_by(|(a, _), (b, _)| b.precedence(a));
+        found.truncate(n);
+        Ok(found)
+    }
+
+    /// The names of the patches `stage` would make for `version` from the images here
+    /// now: what a release plans to publish before it has built anything.
+    pub fn patch_candidates(&self, version: &Version, n: usize) -> Vec<String> {
+        self.earlier_images(version, n)
+            .unwrap_or_default()
+            .iter()
+            .map(|(from, _)| self.patch_name(from, version))
+            .collect()
     }
 
     /// The stable alias that always holds the latest image: `wordclock.bin`.
@@ -166,6 +228,24 @@ impl OtaFiles {
         manifest
             .check_image(&info)
             .map_err(|e| mismatch(e.to_string()))?;
+        let mut patches = Vec::new();
+        for patch in &manifest.patches {
+            let path = self.dir.join(&patch.file);
+            let bytes = read(&path)?;
+            if bytes.len() as u64 != patch.size || ota_core::Sha256::of(&bytes) != patch.sha256 {
+                return Err(StagedError::Mismatch {
+                    path,
+                    reason: format!(
+                        "the manifest lists {} bytes with SHA-256 {}; run `clockrel stage` again",
+                        patch.size, patch.sha256
+                    ),
+                });
+            }
+            patches.push(PatchFile {
+                spec: patch.clone(),
+                bytes,
+            });
+        }
         let alias_name = self.alias_name();
         let alias_path = self.dir.join(&alias_name);
         if read(&alias_path)? != image {
@@ -179,11 +259,13 @@ impl OtaFiles {
             manifest,
             manifest_bytes,
             image,
+            patches,
             alias_name,
         })
     }
 
-    /// Whether the versioned image can be written: absent, or already these bytes.
+    /// Whether an immutable file (a versioned image, a patch) can be written: absent, or
+    /// already these bytes.
     pub fn check_image_slot(&self, file: &str, image: &[u8]) -> Result<Action, StagedError> {
         let path = self.dir.join(file);
         match std::fs::read(&path) {
@@ -195,26 +277,38 @@ impl OtaFiles {
     }
 
     /// Writes the release in the order devices depend on: the versioned image, the
-    /// alias, then the manifest that names them, last.
+    /// patches, the alias, then the manifest that names them, last.
+    /// Every immutable name is checked before anything is written.
     pub fn write(
         &self,
         file: &str,
         image: &[u8],
+        patches: &[PatchFile],
         manifest: &Manifest,
     ) -> Result<Vec<StagedFile>, StagedError> {
         std::fs::create_dir_all(&self.dir).map_err(|source| StagedError::Write {
             path: self.dir.clone(),
             source,
         })?;
-        let versioned = self.dir.join(file);
-        let action = self.check_image_slot(file, image)?;
-        if action == Action::Written {
-            write_atomic(&versioned, image)?;
+        let immutable: Vec<(&str, &[u8])> = std::iter::once((file, image))
+            .chain(
+                patches
+                    .iter()
+                    .map(|p| (p.spec.file.as_str(), p.bytes.as_slice())),
+            )
+            .collect();
+        let actions = immutable
+            .iter()
+            .map(|(name, bytes)| self.check_image_slot(name, bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut staged = Vec::new();
+        for ((name, bytes), action) in immutable.into_iter().zip(actions) {
+            let path = self.dir.join(name);
+            if action == Action::Written {
+                write_atomic(&path, bytes)?;
+            }
+            staged.push(StagedFile { path, action });
         }
-        let mut staged = vec![StagedFile {
-            path: versioned,
-            action,
-        }];
         for (path, bytes) in [
             (self.dir.join(self.alias_name()), image.to_vec()),
             (self.manifest_path(), manifest.to_json()),

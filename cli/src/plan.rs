@@ -192,6 +192,8 @@ pub enum Outcome {
     Checked,
     /// Already in place with the same bytes, or at the same commit.
     AlreadyThere,
+    /// Nothing to do, for this reason: a planned patch `stage` did not make.
+    Skipped(String),
     /// It failed, and stopped its target.
     Failed(String),
     /// An earlier step of its target failed.
@@ -206,6 +208,7 @@ impl Outcome {
             Outcome::Done => "done",
             Outcome::Checked => "checked",
             Outcome::AlreadyThere => "already there",
+            Outcome::Skipped(_) => "skipped",
             Outcome::Failed(_) => "FAILED",
             Outcome::NotReached => "not reached",
         }

@@ -176,17 +176,19 @@ pub enum Commits {
     Already,
 }
 
-/// The plan of publishing `version`, from the config alone: no file, credential or
-/// request is needed, so it can be printed before the release exists.
+/// The plan of publishing `version` with the patches `patch_names`, from the config
+/// alone: no file, credential or request is needed, so it can be printed before the
+/// release exists.
 pub fn plan(
     config: &Config,
     version: &Version,
+    patch_names: &[String],
     only: Option<Source>,
     commits: Commits,
 ) -> Result<PublishPlan, Failure> {
     let tag = version.tag();
     let names = OtaFiles::new(config.ota_files(), config.release_name());
-    let files = targets::files(&names.image_name(version), &names.alias_name());
+    let files = targets::files(&names.image_name(version), patch_names, &names.alias_name());
     let targets = selected(config, only)?
         .into_iter()
         .map(|source| {
@@ -261,7 +263,18 @@ pub async fn run(
     style: Style,
 ) -> Result<PublishReport, Failure> {
     let (release, trusted) = load_release(config)?;
-    let plan = plan(config, release.version(), options.only, Commits::ByGithub)?;
+    let patch_names: Vec<String> = release
+        .patches
+        .iter()
+        .map(|p| p.spec.file.clone())
+        .collect();
+    let plan = plan(
+        config,
+        release.version(),
+        &patch_names,
+        options.only,
+        Commits::ByGithub,
+    )?;
     if options.dry_run {
         return Ok(plan.planned());
     }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use ota_core::manifest::{FORMAT, PublicKey};
+use ota_core::manifest::{FORMAT, Patch, PublicKey};
 use ota_core::{Manifest, Version};
 use serde::Serialize;
 
@@ -14,7 +14,7 @@ use crate::check::{self, CheckOptions, CheckReport, LoadedImage};
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyLoadError};
-use crate::ota_files::{OtaFiles, StagedError, StagedFile};
+use crate::ota_files::{OtaFiles, PatchFile, StagedError, StagedFile};
 use crate::rules::{Finding, Rule, Status};
 use crate::units::Bytes;
 
@@ -49,7 +49,26 @@ pub struct Staged {
     /// Where the key came from (a path or the variable's name), never the key.
     pub key_source: String,
     pub previous_version: Option<String>,
+    /// The patches listed in the manifest, from earlier releases' images.
+    pub patches: Vec<PatchMade>,
+    /// Earlier releases no patch is listed from, and why.
+    pub no_patch: Vec<NoPatch>,
     pub files: Vec<StagedFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PatchMade {
+    pub from: String,
+    pub file: String,
+    pub size: Bytes,
+    /// Of the image's size.
+    pub percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NoPatch {
+    pub from: String,
+    pub why: String,
 }
 
 impl StageReport {
@@ -111,7 +130,9 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
         return Ok(report);
     }
 
+    let (patches, no_patch) = patches(&files, version, &image.bytes, config)?;
     let mut manifest = manifest(version, &image, &file, options, config);
+    manifest.patches = patches.iter().map(|p| p.spec.clone()).collect();
     manifest.sign(&key);
     // Read back what devices will read: the written JSON must parse and verify.
     Manifest::from_json(&manifest.to_json())
@@ -128,7 +149,7 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
                 anyhow::anyhow!("the manifest just signed does not read back: {e}"),
             )
         })?;
-    let written = files.write(&file, &image.bytes, &manifest).map_err(|e| {
+    let written = files.write(&file, &image.bytes, &patches, &manifest).map_err(|e| {
         Failure::new(Exit::Error, e).hint(
             "version.json still names the previous release, so devices see no change; stage again to finish",
         )
@@ -142,9 +163,121 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
         key_id: key.public().id().to_string(),
         key_source: key_source.to_string(),
         previous_version: staged.map(|m| m.version.to_string()),
+        patches: patches
+            .iter()
+            .map(|p| PatchMade {
+                from: p.spec.from.to_string(),
+                file: p.spec.file.clone(),
+                size: Bytes(p.spec.size),
+                percent: percent(p.spec.size, image.info.len),
+            })
+            .collect(),
+        no_patch,
         files: written,
     });
     Ok(report)
+}
+
+/// The patches to `new` from the latest earlier images in `ota_files/` (`[delta] bases`),
+/// each smaller than `[delta] max_percent` of it, and applied back by the device's own
+/// applier before it is listed; and the bases no patch is listed from, with why.
+fn patches(
+    files: &OtaFiles,
+    version: &Version,
+    new: &[u8],
+    config: &Config,
+) -> Result<(Vec<PatchFile>, Vec<NoPatch>), Failure> {
+    let bases = files
+        .earlier_images(version, config.delta.bases())
+        .map_err(|e| Failure::new(Exit::Error, e))?;
+    let limit = u64::from(config.delta.max_percent());
+    let (mut made, mut skipped) = (Vec::new(), Vec::new());
+    for (from, path) in bases {
+        let old = std::fs::read(&path).map_err(|source| {
+            Failure::new(
+                Exit::Error,
+                StagedError::Read {
+                    path: path.clone(),
+                    source,
+                },
+            )
+        })?;
+        let patch = match crate::delta::patch(&old, new) {
+            Ok(patch) => patch,
+            Err(why) => {
+                skipped.push(NoPatch {
+                    from: from.to_string(),
+                    why: format!("{}: {why}", path.display()),
+                });
+                continue;
+            }
+        };
+        let size = patch.len() as u64;
+        if size * 100 >= new.len() as u64 * limit {
+            skipped.push(NoPatch {
+                from: from.to_string(),
+                why: format!(
+                    "the patch would be {:.0} % of the image, not under the {limit} % of [delta] max_percent",
+                    percent(size, new.len() as u64)
+                ),
+            });
+            continue;
+        }
+        // Read back as a device would: a patch that does not give the image is a bug.
+        match crate::delta::apply(&old, &patch) {
+            Ok(result) if result == new => {}
+            Ok(_) => return Err(patch_bug(&from, "it makes other bytes than the image")),
+            Err(e) => return Err(patch_bug(&from, &e.to_string())),
+        }
+        let base_digest = ota_core::image::parse(&old, None)
+            .ok()
+            .and_then(|info| info.appended_sha256)
+            .ok_or_else(|| patch_bug(&from, "its base has no appended digest"))?;
+        made.push(PatchFile {
+            spec: Patch {
+                file: files.patch_name(&from, version),
+                from,
+                base_digest,
+                size,
+                sha256: ota_core::Sha256::of(&patch),
+            },
+            bytes: patch,
+        });
+    }
+    Ok((made, skipped))
+}
+
+/// The patches a stage made, or why it made none, in a line.
+pub fn patch_summary(staged: &Staged) -> String {
+    let made = staged
+        .patches
+        .iter()
+        .map(|p| format!("patch from v{} ({}, {:.1} %)", p.from, p.size, p.percent));
+    let not = staged
+        .no_patch
+        .iter()
+        .map(|p| format!("no patch from v{}: {}", p.from, p.why));
+    let all: Vec<String> = made.chain(not).collect();
+    if all.is_empty() {
+        "no earlier release's image in ota_files/ to make a patch from".to_owned()
+    } else {
+        all.join("; ")
+    }
+}
+
+fn patch_bug(from: &Version, why: &str) -> Failure {
+    Failure::new(
+        Exit::Error,
+        anyhow::anyhow!(
+            "the patch just made from {} does not apply: {why}",
+            from.tag()
+        ),
+    )
+    .hint("this is a clockrel bug; set [delta] bases = 0 to release without patches meanwhile")
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    part as f64 * 100.0 / whole.max(1) as f64
 }
 
 /// Build metadata does not order versions, so two releases could not be told apart.
@@ -379,6 +512,16 @@ pub fn render(report: &StageReport) -> String {
                     format!("{:?}", f.action).to_lowercase(),
                     f.path.display()
                 );
+            }
+            for p in &s.patches {
+                let _ = writeln!(
+                    out,
+                    "  patch     {} from v{}: {}, {:.1} % of the image",
+                    p.file, p.from, p.size, p.percent
+                );
+            }
+            for p in &s.no_patch {
+                let _ = writeln!(out, "  no patch  from v{}: {}", p.from, p.why);
             }
             let _ = writeln!(out, "  sha256    {}", s.sha256);
             let _ = writeln!(out, "  signed by key {} from {}", s.key_id, s.key_source);

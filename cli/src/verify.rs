@@ -176,10 +176,19 @@ pub fn local(config: &Config, path: &std::path::Path) -> Result<Verification, Fa
                         ota_core::image::parse(&bytes, manifest.chip).map_err(|e| e.to_string())
                     })
                     .and_then(|info| manifest.check_image(&info).map_err(|e| e.to_string()))
+                    .and_then(|()| {
+                        manifest.patches.iter().try_for_each(|patch| {
+                            std::fs::read(path.with_file_name(&patch.file))
+                                .map_err(|e| e.to_string())
+                                .and_then(|bytes| patch_matches(patch, &bytes))
+                                .map_err(|why| format!("{}: {why}", patch.file))
+                        })
+                    })
                     .map(|()| {
                         format!(
-                            "{} signed by trusted key {key}, with a matching image",
-                            manifest.version.tag()
+                            "{} signed by trusted key {key}, with a matching image{}",
+                            manifest.version.tag(),
+                            with_patches(&manifest)
                         )
                     }),
             };
@@ -300,7 +309,11 @@ async fn check_source(
                 served.version = Some(manifest.version.to_string());
                 served.sha256 = Some(manifest.sha256.to_string());
                 served.image_url = Some(image_url);
-                served.detail = format!("serves {} with a matching image", manifest.version.tag());
+                served.detail = format!(
+                    "serves {} with a matching image{}",
+                    manifest.version.tag(),
+                    with_patches(&manifest)
+                );
                 return served;
             }
             Err(Attempt {
@@ -424,7 +437,45 @@ async fn try_source(
             image_url: Some(image_url),
         });
     }
+    for patch in &manifest.patches {
+        let url = format!("{}{}", probe.base, patch.file);
+        let checked = fetch(client, &url)
+            .await
+            .and_then(|bytes| patch_matches(patch, &bytes));
+        if let Err(why) = checked {
+            return Err(Attempt {
+                detail: format!("{}: {why}", patch.file),
+                manifest: Some(manifest.clone()),
+                image_url: Some(image_url),
+            });
+        }
+    }
     Ok((manifest, image_url))
+}
+
+/// Whether `bytes` are the patch the manifest lists: its size and SHA-256. (What it
+/// makes is checked by the device as any image is.)
+fn patch_matches(patch: &ota_core::manifest::Patch, bytes: &[u8]) -> Result<(), String> {
+    let digest = ota_core::Sha256::of(bytes);
+    if bytes.len() as u64 != patch.size || digest != patch.sha256 {
+        return Err(format!(
+            "{} bytes with SHA-256 {}, the manifest lists {} bytes with {}",
+            bytes.len(),
+            short(Some(&digest.to_string())),
+            patch.size,
+            short(Some(&patch.sha256.to_string()))
+        ));
+    }
+    Ok(())
+}
+
+/// How many patches a verified manifest came with, for the report.
+fn with_patches(manifest: &Manifest) -> String {
+    match manifest.patches.len() {
+        0 => String::new(),
+        1 => " and its patch".to_owned(),
+        n => format!(" and its {n} patches"),
+    }
 }
 
 /// GETs a URL, refusing error statuses and bodies larger than [`MAX_BODY`].

@@ -14,7 +14,16 @@ use testkit::FirmwareElf;
 
 /// A world whose repository is ready for `release`: a firmware Cargo.toml at 0.1.0, a
 /// build command, ELFs for `versions`, and everything committed but the secrets.
+/// A repository whose releases bump the version alone: each one's patch from the last
+/// is a few percent of the image.
 fn world(versions: &[&str]) -> World {
+    world_of(versions, |version| {
+        FirmwareElf::new(version).code_of("wordclock")
+    })
+}
+
+/// A repository whose builds of `versions` are made by `build`.
+fn world_of(versions: &[&str], build: fn(&str) -> FirmwareElf) -> World {
     let world = World::new();
     let root = world.repo.root().to_owned();
     std::fs::write(
@@ -26,7 +35,7 @@ fn world(versions: &[&str]) -> World {
     for version in versions {
         std::fs::write(
             root.join(format!("elfs/wordclock-{version}.elf")),
-            FirmwareElf::new(version).build(),
+            build(version).build(),
         )
         .unwrap();
     }
@@ -167,6 +176,132 @@ fn a_release_bumps_builds_stages_commits_tags_publishes_and_verifies() {
     );
 }
 
+/// The step of the report that did `kind`, locally or on `target`.
+fn step<'r>(steps: &'r serde_json::Value, what: &str) -> &'r serde_json::Value {
+    steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["what"].as_str().unwrap().contains(what))
+        .unwrap_or_else(|| panic!("no step {what} in {steps:#}"))
+}
+
+#[test]
+fn a_patch_release_publishes_the_patch_from_the_last_release_beside_its_image() {
+    let world = world(&["1.0.0", "1.1.0"]);
+    let (out, _) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (plan_out, plan) = release(&world, &["v1.1.0", "--dry-run"]);
+    assert_eq!(plan_out.status.code(), Some(0));
+    let (out, report) = release(&world, &["v1.1.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert_eq!(
+        tasks(&report),
+        tasks(&plan),
+        "the dry run planned the patch"
+    );
+
+    let name = "wordclock-v1.0.0-to-v1.1.0.patch";
+    let stage = step(&report["steps"], "check, sign and stage");
+    assert!(
+        stage["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("patch from v1.0.0 ("),
+        "{stage:#}"
+    );
+    let (old, new, patch) = (
+        world.staged("wordclock-v1.0.0.bin"),
+        world.staged("wordclock-v1.1.0.bin"),
+        world.staged(name),
+    );
+    // Listed in the signed manifest by the base's appended digest, as the header names it.
+    let manifest = world.repo.manifest();
+    assert_eq!(manifest.patches.len(), 1);
+    let listed = &manifest.patches[0];
+    assert_eq!(listed.from.to_string(), "1.0.0");
+    assert_eq!(listed.file, name);
+    assert_eq!(listed.size, patch.len() as u64);
+    assert_eq!(listed.sha256, ota_core::Sha256::of(&patch));
+    assert_eq!(listed.base_digest.as_bytes()[..], old[old.len() - 32..]);
+    assert_eq!(patch[4..36], old[old.len() - 32..]);
+    assert!(
+        patch.len() * 100 < new.len() * 3,
+        "a version bump's patch is {} of {} bytes",
+        patch.len(),
+        new.len()
+    );
+    // detools, the format's own implementation, turns the old image into the new one.
+    assert_eq!(testkit::detools::apply_patch(&old, &patch[64..]), new);
+
+    // Committed with the release, on R2 and as a release asset, before each manifest.
+    let changed = git(&world, &["show", "--name-only", "--format=", "HEAD"]);
+    assert!(
+        changed.lines().any(|l| l == format!("ota_files/{name}")),
+        "{changed}"
+    );
+    assert_eq!(world.s3.object(name).unwrap(), patch);
+    assert_eq!(world.api.upload_count("v1.1.0", name), 1);
+    for target in ["github", "r2"] {
+        let steps = &target_of(&report, target)["steps"];
+        let whats: Vec<&str> = steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["what"].as_str().unwrap())
+            .collect();
+        // The manifest's own step is its last mention (R2 checks the bucket's first).
+        let at = |needle: &str| whats.iter().rposition(|w| w.contains(needle)).unwrap();
+        assert!(at(name) < at("version.json"), "{target}: {whats:?}");
+        assert_eq!(step(steps, name)["outcome"], "done", "{target}");
+    }
+    // Verified on both sources as devices read them.
+    for served in report["publish"]["verification"]["sources"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            served["detail"]
+                .as_str()
+                .unwrap()
+                .ends_with("and its patch"),
+            "{served:#}"
+        );
+    }
+}
+
+fn target_of<'r>(report: &'r serde_json::Value, name: &str) -> &'r serde_json::Value {
+    target(&report["publish"], name)
+}
+
+#[test]
+fn a_patch_no_smaller_than_the_limit_is_not_made_and_its_planned_steps_say_so() {
+    // Another build, not a version bump: its patch would be most of the image.
+    let world = world_of(&["1.0.0", "1.1.0"], FirmwareElf::new);
+    let (out, _) = release(&world, &["v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, plan) = release(&world, &["v1.1.0", "--dry-run"]);
+    let (out, report) = release(&world, &["v1.1.0"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    assert_eq!(tasks(&report), tasks(&plan));
+    let stage = step(&report["steps"], "check, sign and stage");
+    let detail = stage["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("no patch from v1.0.0: the patch would be")
+            && detail.ends_with("not under the 50 % of [delta] max_percent"),
+        "{detail}"
+    );
+    let name = "wordclock-v1.0.0-to-v1.1.0.patch";
+    assert!(world.repo.manifest().patches.is_empty());
+    assert!(world.s3.object(name).is_none());
+    for target in ["github", "r2"] {
+        let skipped = step(&target_of(&report, target)["steps"], name);
+        assert_eq!(skipped["outcome"], "skipped", "{target}");
+        assert!(skipped["why"].as_str().unwrap().contains("is not staged"));
+    }
+    assert_eq!(report["verdict"], "published");
+}
+
 #[test]
 fn a_dry_run_touches_nothing_and_lists_the_steps_the_run_records() {
     let world = world(&["1.0.0"]);
@@ -259,15 +394,17 @@ fn a_rerun_after_a_failure_at_each_step_finishes_once() {
             .all(|o| o == "checked" || o == "already-there"),
         "{outcomes_here:?}"
     );
+    let github = outcomes(target(&report["publish"], "github"));
     assert!(
-        outcomes(target(&report["publish"], "github"))
-            .iter()
-            .all(|o| o == "already-there")
+        github.iter().all(|o| o == "already-there"),
+        "{github:?}\n{:#}",
+        report["publish"]
     );
-    // R2 waited for GitHub's push, checked the bucket, then put what was missing.
+    // R2 waited for GitHub's push, checked the bucket, then put what was missing: the
+    // image, the patch from v1.0.0, the alias and the manifest.
     assert_eq!(
         outcomes(target(&report["publish"], "r2")),
-        ["checked", "checked", "done", "done", "done"]
+        ["checked", "checked", "done", "done", "done", "done"]
     );
     let bumps = git(&world, &["log", "--format=%s", "--", "firmware/Cargo.toml"]);
     assert_eq!(

@@ -146,7 +146,11 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         ),
         (None, None) => None,
     };
-    let publish = publish::plan(config, &version, options.only, Commits::Already)?;
+    // The patches stage would make from the images there now; one it finds too large
+    // is reported as skipped where the plan puts it.
+    let patches = OtaFiles::new(config.ota_files(), config.release_name())
+        .patch_candidates(&version, config.delta.bases());
+    let publish = publish::plan(config, &version, &patches, options.only, Commits::Already)?;
     let branch = config.sources.github.as_ref().map(|g| g.branch.clone());
 
     let mut local = vec![Task::Preflight {
@@ -310,6 +314,7 @@ pub async fn run(
         // The commit a release made or found, on its commit and tag steps.
         let detail = match task {
             Task::ReleaseCommit { .. } | Task::Tag { .. } => release_commit.map(git::short),
+            Task::Stage { .. } => local.staged_patches.clone(),
             _ => None,
         };
         match done {
@@ -381,6 +386,8 @@ struct Local<'a> {
     /// The exit a failed step asks for when it is not "a step on this machine failed":
     /// a refused stage is a failed check (3), an unreadable `--elf` bad input (4).
     stopped_with: Option<Exit>,
+    /// What the stage made besides the image: its patches, or why there are none.
+    staged_patches: Option<String>,
 }
 
 impl<'a> Local<'a> {
@@ -417,6 +424,7 @@ impl<'a> Local<'a> {
             repo,
             files: OtaFiles::new(config.ota_files(), config.release_name()),
             stopped_with: None,
+            staged_patches: None,
         })
     }
 
@@ -605,7 +613,8 @@ impl<'a> Local<'a> {
                 return Err((format!("{:#}", failure.error), failure.hint));
             }
         };
-        if report.ok {
+        if let Some(staged) = &report.staged {
+            self.staged_patches = Some(stage::patch_summary(staged));
             return Ok(Outcome::Done);
         }
         self.stopped_with = Some(Exit::CheckFailed);

@@ -1,7 +1,7 @@
 //! The sources a release is published to, and the shape of what each reports.
 //!
-//! Every target puts the same files in the same order: the versioned image, the alias,
-//! and `version.json` last, so a device never reads a manifest naming a file that is
+//! Every target puts the same files in the same order: the versioned image, the patches
+//! to it, the alias, and `version.json` last, so a device never reads a manifest naming a file that is
 //! not there yet. Every step first looks at what is already published: the same bytes
 //! are skipped, other bytes under an immutable name stop the target.
 
@@ -43,30 +43,38 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The alias and the manifest change with every release: caches must recheck soon.
 const CACHE_SHORT: &str = "public, max-age=60";
 
-/// A release's files in publishing order: the versioned image, the alias, and
-/// `version.json` last, so a device never reads a manifest naming a missing file.
-pub fn files(image_name: &str, alias_name: &str) -> Vec<FileSpec> {
+/// A release's files in publishing order: the versioned image, the patches to it, the
+/// alias, and `version.json` last, so a device never reads a manifest naming a missing
+/// file.
+pub fn files(image_name: &str, patch_names: &[String], alias_name: &str) -> Vec<FileSpec> {
     let file = |name: &str, content_type, cache_control, immutable| FileSpec {
         name: name.to_owned(),
         content_type,
         cache_control,
         immutable,
     };
-    vec![
-        file(
-            image_name,
-            "application/octet-stream",
-            CACHE_IMMUTABLE,
-            true,
-        ),
-        file(alias_name, "application/octet-stream", CACHE_SHORT, false),
-        file(
-            crate::ota_files::MANIFEST,
-            "application/json",
-            CACHE_SHORT,
-            false,
-        ),
-    ]
+    let immutable = |name: &str| file(name, "application/octet-stream", CACHE_IMMUTABLE, true);
+    std::iter::once(immutable(image_name))
+        .chain(patch_names.iter().map(|name| immutable(name)))
+        .chain([
+            file(alias_name, "application/octet-stream", CACHE_SHORT, false),
+            file(
+                crate::ota_files::MANIFEST,
+                "application/json",
+                CACHE_SHORT,
+                false,
+            ),
+        ])
+        .collect()
+}
+
+/// A planned file that has no staged bytes: a patch `stage` did not make (it would not
+/// have been smaller than `[delta] max_percent` of the image, or its base was unusable).
+/// Anything else missing is an error.
+pub fn unstaged_patch(name: &str) -> Option<String> {
+    name.ends_with(crate::ota_files::PATCH_SUFFIX).then(|| {
+        format!("{name} is not staged: stage lists a patch only when it is smaller than [delta] max_percent of the image")
+    })
 }
 
 /// The staged release's files with their bytes, `manifest` being this source's copy of
@@ -74,13 +82,19 @@ pub fn files(image_name: &str, alias_name: &str) -> Vec<FileSpec> {
 pub fn uploads(release: &StagedRelease, manifest: Vec<u8>) -> Vec<Upload> {
     let image: Arc<[u8]> = release.image.clone().into();
     let manifest: Arc<[u8]> = manifest.into();
-    files(release.manifest.file(), &release.alias_name)
+    let patch_names: Vec<String> = release
+        .patches
+        .iter()
+        .map(|p| p.spec.file.clone())
+        .collect();
+    files(release.manifest.file(), &patch_names, &release.alias_name)
         .into_iter()
         .map(|spec| {
-            let bytes = if spec.name == crate::ota_files::MANIFEST {
-                manifest.clone()
-            } else {
-                image.clone()
+            let patch = release.patches.iter().find(|p| p.spec.file == spec.name);
+            let bytes = match patch {
+                Some(patch) => patch.bytes.clone().into(),
+                None if spec.name == crate::ota_files::MANIFEST => manifest.clone(),
+                None => image.clone(),
             };
             Upload { spec, bytes }
         })

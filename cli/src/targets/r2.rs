@@ -139,7 +139,10 @@ impl R2 {
                             progress.advance(upload.bytes.len() as u64);
                             outcome
                         }
-                        None => Err((format!("no staged file for {key}"), None)),
+                        None => match super::unstaged_patch(key) {
+                            Some(why) => Ok(Outcome::Skipped(why)),
+                            None => Err((format!("no staged file for {key}"), None)),
+                        },
                     }
                 }
                 other => Err((format!("not an R2 task: {other:?}"), None)),

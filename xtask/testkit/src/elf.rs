@@ -20,6 +20,10 @@ pub struct FirmwareElf {
     pub time: String,
     /// Bytes of code and read-only data; the app image comes out a little larger.
     pub payload_len: u32,
+    /// Whose code and data the build carries: its own version's unless set, so two
+    /// versions differ in every segment; set to one value, they differ by the version
+    /// alone, as a release that only bumps it does.
+    pub code_of: Option<String>,
 }
 
 impl FirmwareElf {
@@ -33,7 +37,14 @@ impl FirmwareElf {
             date: "Nov 29 2026".to_owned(),
             time: "12:00:00".to_owned(),
             payload_len: 64 * 1024,
+            code_of: None,
         }
+    }
+
+    /// The code and data of `build` (any text), whatever the version.
+    pub fn code_of(mut self, build: &str) -> FirmwareElf {
+        self.code_of = Some(build.to_owned());
+        self
     }
 
     pub fn payload_len(mut self, bytes: u32) -> FirmwareElf {
@@ -95,9 +106,12 @@ impl FirmwareElf {
         write_elf(&sections, IRAM_TEXT)
     }
 
-    /// Mixes the description into the filler so that two versions differ in every segment.
+    /// Mixes the description into the filler so that two versions differ in every
+    /// segment, unless they carry the same code.
     fn seed(&self) -> u64 {
-        self.version
+        self.code_of
+            .as_deref()
+            .unwrap_or(&self.version)
             .bytes()
             .chain(self.project_name.bytes())
             .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {

@@ -272,6 +272,15 @@ impl Github {
                     gh_release = Some(found);
                     record.finish(outcome, None);
                 }
+                Task::ReleaseAsset { name, .. } if !uploads.iter().any(|u| u.name() == name) => {
+                    match super::unstaged_patch(name) {
+                        Some(why) => record.finish(Outcome::Skipped(why), None),
+                        None => {
+                            let error = TargetError::new(what, "no such file staged");
+                            return Err(fail(record, error));
+                        }
+                    }
+                }
                 Task::ReleaseAsset { name, .. } => {
                     let (Some(gh_release), Some(upload)) =
                         (&gh_release, uploads.iter().find(|u| u.name() == name))
