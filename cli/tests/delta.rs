@@ -7,32 +7,9 @@
 mod common;
 
 use common::app_image;
-use common::pairs::{Old, with_code_changed, with_version};
-use ota_core::delta::DeltaPatch;
+use common::pairs::{with_code_changed, with_version};
 use testkit::FirmwareElf;
 use testkit::detools;
-
-fn ours_apply(old: &[u8], patch: &[u8]) -> Vec<u8> {
-    let digest = ota_core::Sha256(old[old.len() - 32..].try_into().unwrap());
-    let mut delta = DeltaPatch::new(digest);
-    let mut new = Vec::new();
-    let mut base = Old(old);
-    for piece in patch.chunks(1000) {
-        delta
-            .feed(piece, &mut base, &mut |b| {
-                new.extend_from_slice(b);
-                Ok(())
-            })
-            .unwrap();
-    }
-    delta
-        .finish(&mut base, &mut |b| {
-            new.extend_from_slice(b);
-            Ok(())
-        })
-        .unwrap();
-    new
-}
 
 #[test]
 fn our_patches_apply_with_detools_and_ours_and_are_no_bigger_than_detools_own() {
@@ -55,7 +32,11 @@ fn our_patches_apply_with_detools_and_ours_and_are_no_bigger_than_detools_own() 
             new,
             "{what}: detools"
         );
-        assert_eq!(ours_apply(&base, &patch), new, "{what}: ours");
+        assert_eq!(
+            clockrel::delta::apply(&base, &patch).unwrap(),
+            new,
+            "{what}: ours"
+        );
         let (ours, theirs) = (patch.len() - 64, detools::create_patch(&base, &new).len());
         println!(
             "{what}: ours {ours} bytes, detools {theirs}, image {}",

@@ -869,3 +869,31 @@ fn verify_says_what_differs_in_a_rewritten_manifest() {
         stdout(&out)
     );
 }
+
+#[test]
+fn verify_names_a_patch_a_source_serves_other_bytes_of() {
+    let world = World::new();
+    for version in ["2.9.0", "2.10.0"] {
+        let elf = FirmwareElf::new(version).code_of("wordclock");
+        let out = world.repo.stage(version, &elf);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    }
+    let name = "wordclock-v2.9.0-to-v2.10.0.patch";
+    assert_eq!(world.repo.manifest().patches[0].file, name);
+    let (out, _) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut patch = world.s3.object(name).unwrap();
+    let last = patch.len() - 1;
+    patch[last] ^= 0xff;
+    world.s3.rewrite(name, &patch);
+    let out = world.run(&["verify", "--only", "r2"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("{name}: {} bytes with SHA-256", patch.len())),
+        "{}",
+        stdout(&out)
+    );
+    let out = world.run(&["verify", "--only", "github"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("and its patch"), "{}", stdout(&out));
+}

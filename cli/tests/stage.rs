@@ -468,3 +468,99 @@ fn the_key_keygen_makes_by_default_is_the_one_stage_signs_with() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Stages `version` of a build that differs from the others by its version alone.
+fn stage_bump(repo: &Repo, version: &str) -> Output {
+    let out = repo.stage(version, &FirmwareElf::new(version).code_of("wordclock"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+#[test]
+fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
+    let repo = Repo::new();
+    for version in ["1.0.0", "1.1.0", "1.2.0-rc.1"] {
+        stage_bump(&repo, version);
+    }
+    // A look-alike name is not a base; an unreadable image is skipped with why.
+    let files = repo.root().join("ota_files");
+    std::fs::write(files.join("wordclock-v1.1.5.bin.bak"), b"old").unwrap();
+    std::fs::write(files.join("wordclock-v0.9.0.bin"), b"not an image").unwrap();
+    let out = stage_bump(&repo, "1.2.0");
+    let text = stdout(&out);
+    let manifest = repo.manifest();
+    let from: Vec<String> = manifest
+        .patches
+        .iter()
+        .map(|p| p.from.to_string())
+        .collect();
+    assert_eq!(
+        from,
+        ["1.2.0-rc.1", "1.1.0"],
+        "the two latest, newest first"
+    );
+    for patch in &manifest.patches {
+        let bytes = &repo.ota_files()[&patch.file];
+        assert_eq!(patch.sha256, Sha256::of(bytes));
+        assert!(
+            text.contains(&format!("patch     {} from v{}", patch.file, patch.from)),
+            "{text}"
+        );
+        let old = &repo.ota_files()[&format!("wordclock-v{}.bin", patch.from)];
+        let new = &repo.ota_files()["wordclock-v1.2.0.bin"];
+        assert_eq!(&testkit::detools::apply_patch(old, &bytes[64..]), new);
+    }
+    assert!(manifest.verify(&repo.trusted()).is_ok());
+
+    // More bases reach the unreadable image, which is named and skipped.
+    let config = repo.root().join("clockrel.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[delta]\nbases = 5\n")).unwrap();
+    let out = stage_bump(&repo, "1.3.0");
+    let manifest = repo.manifest();
+    let from: Vec<String> = manifest
+        .patches
+        .iter()
+        .map(|p| p.from.to_string())
+        .collect();
+    assert_eq!(from, ["1.2.0", "1.2.0-rc.1", "1.1.0", "1.0.0"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("no patch  from v0.9.0: ") && text.contains("not a valid app image"),
+        "{text}"
+    );
+
+    // None at all when turned off.
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, config_text.replace("bases = 5", "bases = 0")).unwrap();
+    stage_bump(&repo, "1.4.0");
+    assert!(repo.manifest().patches.is_empty());
+    assert!(
+        !repo
+            .ota_files()
+            .keys()
+            .any(|name| name.contains("-to-v1.4.0"))
+    );
+}
+
+#[test]
+fn a_patch_limit_outside_one_to_a_hundred_percent_is_refused() {
+    let repo = Repo::new();
+    let config = repo.root().join("clockrel.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[delta]\nmax_percent = 0\n")).unwrap();
+    let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("delta.max_percent is 0: give 1 to 100"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(repo.ota_files().is_empty());
+}

@@ -2,7 +2,6 @@
 //! delta benchmark.
 #![allow(dead_code)] // each user takes its own subset
 
-use ota_core::delta::Base;
 use testkit::image::RawImage;
 
 /// `image` with its app descriptor's version (offset 16, 32 bytes) set to `version`,
@@ -29,19 +28,4 @@ pub fn with_code_changed(image: &[u8], len: usize) -> Vec<u8> {
         }
     }
     raw.build()
-}
-
-/// An old image, read at any offset as a device reads its running slot.
-pub struct Old<'a>(pub &'a [u8]);
-
-impl Base for Old<'_> {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        let at = offset as usize;
-        buf.copy_from_slice(&self.0[at..at + buf.len()]);
-        Ok(())
-    }
 }
