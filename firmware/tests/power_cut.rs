@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Release, V2_FILE, fresh_device, live};
+use common::{PATCH_FILE, Release, V2_FILE, fresh_device, live};
 use ota_core::Sha256;
 use ota_core::engine::{ContentRange, Http, HttpError, Response, Sources, Timeouts};
 use ota_core::otadata::{BootTarget, Slot};
@@ -16,7 +16,8 @@ use wordclock::sim::device::{Booted, Device};
 const BASE: &str = "http://ota.local/";
 
 /// Serves fixed files; enough for the engine, since the network is not the point here.
-struct Files(HashMap<String, Vec<u8>>);
+/// Keeps every URL asked.
+struct Files(HashMap<String, Vec<u8>>, Vec<String>);
 
 struct Body(Vec<u8>, usize);
 
@@ -48,6 +49,7 @@ impl Http for Files {
         _: Option<u64>,
         _: Timeouts,
     ) -> Result<Box<dyn Response + '_>, HttpError> {
+        self.1.push(url.to_owned());
         let body = self.0.get(url).cloned();
         let body = body.ok_or(HttpError::Connect("no such file".into()))?;
         Ok(Box::new(Body(body, 0)))
@@ -62,12 +64,19 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let release = Release::v2();
-        let files = Files(HashMap::from([
-            (format!("{BASE}version.json"), release.manifest.to_json()),
-            (format!("{BASE}{V2_FILE}"), release.image.clone()),
-        ]));
-        World { release, files }
+        World::of(Release::v2())
+    }
+
+    fn of(release: Release) -> World {
+        let files = release
+            .files()
+            .into_iter()
+            .map(|(name, bytes)| (format!("{BASE}{name}"), bytes))
+            .collect();
+        World {
+            release,
+            files: Files(files, Vec::new()),
+        }
     }
 
     fn live(&mut self, device: &mut Device) -> Result<Booted, String> {
@@ -107,7 +116,21 @@ fn an_uninterrupted_update_boots_the_new_image_and_keeps_it() {
 
 #[test]
 fn a_power_cut_at_any_of_many_offsets_always_boots_a_valid_image() {
-    let mut world = World::new();
+    a_cut_anywhere_boots_a_valid_image(World::new());
+}
+
+/// The running slot is only read while a patch applies: a cut anywhere on the patch path
+/// leaves the old image bootable, as on the image path.
+#[test]
+fn a_power_cut_anywhere_while_a_patch_applies_always_boots_a_valid_image() {
+    let world = World::of(Release::patched());
+    a_cut_anywhere_boots_a_valid_image(world);
+}
+
+/// Cuts the power inside every flash operation of a device's life through the update,
+/// and at offsets spread through it; after each, the device boots a valid image every
+/// time and ends on the new one.
+fn a_cut_anywhere_boots_a_valid_image(mut world: World) {
     // A whole life (boot, update, reboot, confirm, reboot), recording every flash
     // operation: the image erase and writes, and each otadata erase and entry write.
     let mut device = fresh_device();
@@ -122,6 +145,10 @@ fn a_power_cut_at_any_of_many_offsets_always_boots_a_valid_image() {
         .iter()
         .map(|(at, len)| (at - start, *len))
         .collect();
+    let asked = |file: &str| world.files.1.iter().any(|url| url.ends_with(file));
+    let patched = world.release.patch.is_some();
+    assert_eq!(asked(PATCH_FILE), patched, "the update came by patch");
+    assert_eq!(asked(V2_FILE), !patched, "the update came by image");
     let otadata_entries = operations.iter().filter(|(_, len)| *len == 32).count();
     assert_eq!(
         otadata_entries, 3,

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Release, V2_FILE, dead_base, fresh_device, live};
+use common::{PATCH_FILE, Release, V2_FILE, dead_base, fresh_device, live};
 use ota_core::engine::{Control, Failure, Installed, Source, Sources, Timeouts, UpdateError};
 use ota_core::otadata::{BootTarget, Slot};
 use testkit::FileServer;
@@ -24,10 +24,9 @@ fn patient() -> Timeouts {
 }
 
 fn serving(release: &Release) -> FileServer {
-    FileServer::start(&[
-        ("version.json", &release.manifest.to_json()),
-        (V2_FILE, &release.image),
-    ])
+    let files = release.files();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    FileServer::start(&files)
 }
 
 /// Boots, updates, reboots into 2.0.0 and confirms it.
@@ -359,4 +358,94 @@ fn a_replayed_older_signed_manifest_downgrades_nothing() {
     assert_eq!(device.flash.spent(), spent, "nothing was written");
     assert!(image_requests(&github).is_empty() && image_requests(&r2).is_empty());
     assert_eq!(device.boot().unwrap().version.to_string(), "2.0.0");
+}
+
+fn paths(server: &FileServer) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
+}
+
+#[test]
+fn a_patch_release_installs_from_its_patch_without_downloading_the_image() {
+    let release = Release::patched();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    update_to_v2(&mut device, &release, &sources, patient());
+    assert_eq!(
+        paths(&github),
+        ["/version.json".to_owned(), format!("/{PATCH_FILE}")]
+    );
+    let patch = release.patch.as_ref().unwrap();
+    assert!(
+        patch.len() * 10 < release.image.len(),
+        "{} bytes of patch for a {} byte image",
+        patch.len(),
+        release.image.len()
+    );
+    let booted = device.boot().unwrap();
+    let info = device.image_in(booted.target).unwrap();
+    assert_eq!(info.sha256, ota_core::Sha256::of(&release.image));
+}
+
+#[test]
+fn a_patch_download_that_breaks_resumes_on_the_other_source_at_the_same_byte() {
+    let release = Release::patched();
+    let github = serving(&release);
+    let r2 = serving(&release);
+    let half = release.patch.as_ref().unwrap().len() / 2;
+    github.break_after(PATCH_FILE, half);
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    update_to_v2(&mut device, &release, &sources, patient());
+    let resumed = r2.requests();
+    assert_eq!(resumed.len(), 1, "only the patch's rest: {resumed:?}");
+    assert_eq!(resumed[0].0, format!("/{PATCH_FILE}"));
+    assert!(
+        resumed[0]
+            .1
+            .is_some_and(|from| from > 0 && from as usize <= half),
+        "resumed at {:?}",
+        resumed[0].1
+    );
+}
+
+#[test]
+fn a_corrupted_patch_on_both_sources_falls_back_to_the_whole_image() {
+    let release = Release::patched();
+    let mut corrupted = release.patch.clone().unwrap();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x5a;
+    let manifest = release.manifest.to_json();
+    let serve = || {
+        FileServer::start(&[
+            ("version.json", manifest.as_slice()),
+            (V2_FILE, release.image.as_slice()),
+            (PATCH_FILE, corrupted.as_slice()),
+        ])
+    };
+    let (github, r2) = (serve(), serve());
+    let sources = Sources {
+        github: github.base(),
+        r2: r2.base(),
+    };
+    let mut device = fresh_device();
+    let installed = install_preferring(&mut device, &release, &sources, Source::Github).unwrap();
+    let ota_core::engine::Delivery::FellBack { why } = &installed.delivery else {
+        panic!("{:?}", installed.delivery);
+    };
+    assert!(why.contains("github") && why.contains("r2"), "{why}");
+    assert!(paths(&github).contains(&format!("/{V2_FILE}")));
+    let booted = device.boot().unwrap();
+    assert_eq!(booted.version.to_string(), "2.0.0");
 }

@@ -10,7 +10,7 @@ use ota_core::engine::health::{self, BootSlot as _};
 use ota_core::engine::{
     Config, Control, Engine, Http, Source, Sources, Store, Timeouts, UpdateError,
 };
-use ota_core::manifest::{FORMAT, SecretKey};
+use ota_core::manifest::{FORMAT, Patch, SecretKey};
 use ota_core::policy::Running;
 use ota_core::{Chip, Manifest, Sha256};
 use testkit::FirmwareElf;
@@ -18,6 +18,8 @@ use wordclock::sim::device::{Booted, Device};
 use wordclock::sim::layout::Layout;
 
 pub const V2_FILE: &str = "wordclock-v2.0.0.bin";
+/// The patch a release of 2.0.0 lists from the factory image.
+pub const PATCH_FILE: &str = "wordclock-v1.0.0-to-v2.0.0.patch";
 
 /// An app image of `version`, made as a release makes it.
 pub fn image(version: &str) -> Vec<u8> {
@@ -26,7 +28,20 @@ pub fn image(version: &str) -> Vec<u8> {
 
 /// An app image of `version` carrying `payload` bytes of code and data.
 pub fn image_of(version: &str, payload: u32) -> Vec<u8> {
-    let elf = FirmwareElf::new(version).payload_len(payload).build();
+    app_image(FirmwareElf::new(version).payload_len(payload), version)
+}
+
+/// An app image of `version` with the factory image's code: a release that bumps the
+/// version alone, whose patch from 1.0.0 is small.
+pub fn bumped_image(version: &str) -> Vec<u8> {
+    let elf = FirmwareElf::new(version)
+        .payload_len(8 * 1024)
+        .code_of("1.0.0");
+    app_image(elf, version)
+}
+
+fn app_image(elf: FirmwareElf, version: &str) -> Vec<u8> {
+    let elf = elf.build();
     let flash = "8MB".parse().unwrap();
     clockrel::elf::app_image(&elf, Chip::Esp32S3, flash, version).unwrap()
 }
@@ -81,10 +96,12 @@ pub fn fresh_device() -> Device {
     Device::provision(layout(), Some(&image("1.0.0")), None).unwrap()
 }
 
-/// Release 2.0.0: its image and its signed manifest.
+/// Release 2.0.0: its image, its patch from the factory image if it lists one, and its
+/// signed manifest.
 pub struct Release {
     pub key: SecretKey,
     pub image: Vec<u8>,
+    pub patch: Option<Vec<u8>>,
     pub manifest: Manifest,
 }
 
@@ -120,8 +137,37 @@ impl Release {
         Release {
             key,
             image,
+            patch: None,
             manifest,
         }
+    }
+
+    /// Release 2.0.0 that bumps the version alone, listing its patch from 1.0.0 as
+    /// `clockrel stage` makes it.
+    pub fn patched() -> Release {
+        let old = image("1.0.0");
+        let mut release = Release::of(bumped_image("2.0.0"));
+        let patch = clockrel::delta::patch(&old, &release.image).unwrap();
+        release.manifest.patches = vec![Patch {
+            from: "1.0.0".parse().unwrap(),
+            base_digest: Sha256(old[old.len() - 32..].try_into().unwrap()),
+            file: PATCH_FILE.into(),
+            size: patch.len() as u64,
+            sha256: Sha256::of(&patch),
+        }];
+        release.manifest.sign(&release.key);
+        release.patch = Some(patch);
+        release
+    }
+
+    /// The files a source serves for the release.
+    pub fn files(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut files = vec![
+            ("version.json", self.manifest.to_json()),
+            (V2_FILE, self.image.clone()),
+        ];
+        files.extend(self.patch.iter().map(|patch| (PATCH_FILE, patch.clone())));
+        files
     }
 
     pub fn engine(&self, running: &Booted, sources: Sources, timeouts: Timeouts) -> Engine {
