@@ -34,8 +34,13 @@ pub fn image_of(version: &str, payload: u32) -> Vec<u8> {
 /// An app image of `version` with the factory image's code: a release that bumps the
 /// version alone, whose patch from 1.0.0 is small.
 pub fn bumped_image(version: &str) -> Vec<u8> {
+    bumped_image_of(version, 8 * 1024)
+}
+
+/// [`bumped_image`] with `payload` bytes of code and data, those of [`image_of`] 1.0.0.
+pub fn bumped_image_of(version: &str, payload: u32) -> Vec<u8> {
     let elf = FirmwareElf::new(version)
-        .payload_len(8 * 1024)
+        .payload_len(payload)
         .code_of("1.0.0");
     app_image(elf, version)
 }
@@ -93,7 +98,12 @@ pub fn watch_mqtt(
 
 /// A device as shipped: 1.0.0 in the factory partition.
 pub fn fresh_device() -> Device {
-    Device::provision(layout(), Some(&image("1.0.0")), None).unwrap()
+    device_running(&image("1.0.0"))
+}
+
+/// A device with `image` in the factory partition.
+pub fn device_running(image: &[u8]) -> Device {
+    Device::provision(layout(), Some(image), None).unwrap()
 }
 
 /// Release 2.0.0: its image, its patch from the factory image if it lists one, and its
@@ -145,9 +155,13 @@ impl Release {
     /// Release 2.0.0 that bumps the version alone, listing its patch from 1.0.0 as
     /// `clockrel stage` makes it.
     pub fn patched() -> Release {
-        let old = image("1.0.0");
-        let mut release = Release::of(bumped_image("2.0.0"));
-        let patch = clockrel::delta::patch(&old, &release.image).unwrap();
+        Release::patched_from(&image("1.0.0"), bumped_image("2.0.0"))
+    }
+
+    /// Release 2.0.0 of `image`, listing its patch from `old`.
+    pub fn patched_from(old: &[u8], image: Vec<u8>) -> Release {
+        let mut release = Release::of(image);
+        let patch = clockrel::delta::patch(old, &release.image).unwrap();
         release.manifest.patches = vec![Patch {
             from: "1.0.0".parse().unwrap(),
             base_digest: Sha256(old[old.len() - 32..].try_into().unwrap()),
