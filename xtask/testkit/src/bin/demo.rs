@@ -203,7 +203,7 @@ fn run(paths: &mut Paths) -> Result<(), String> {
 
     step(
         5,
-        "v1.2.0, built so that its MQTT health check fails: installed, rolled back, and not tried again",
+        "v1.2.0, a version bump built so that its MQTT health check fails: installed from a delta patch, rolled back, and not tried again",
     );
     clock.stop();
     clock = Clock::start(
@@ -227,6 +227,22 @@ fn run(paths: &mut Paths) -> Result<(), String> {
             topic.ends_with("/ota/attributes") && payload.contains("1.2.0 rolled back")
         },
     )?;
+    // What the clock said before it rebooted: the image came as a patch from 1.1.0.
+    let delivery = seen.iter().find_map(|(topic, payload)| {
+        let attributes: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let delivery = attributes["delivery"].as_str()?;
+        (topic.ends_with("/ota/attributes") && delivery.contains("patch from 1.1.0"))
+            .then(|| delivery.to_owned())
+    });
+    let Some(delivery) = delivery else {
+        return Err(format!(
+            "the clock never reported a patch from 1.1.0: {:?}",
+            seen.iter()
+                .filter(|(t, _)| t.ends_with("/ota/attributes"))
+                .collect::<Vec<_>>()
+        ));
+    };
+    println!("    the clock reported over MQTT: delivery {delivery}");
     let reason = seen.last().map(|(_, p)| p.clone()).unwrap_or_default();
     ok(&format!("rolled back to v1.1.0; the clock says: {reason}"));
     mqtt.publish(&format!("home/{DEVICE}/command"), "install")?;
@@ -278,8 +294,13 @@ fn firmware_repository(repo: &Path, workspace: &Path) -> Result<(), String> {
     let table = std::fs::read(workspace.join("partitions/partitions.csv"))
         .map_err(|e| format!("the partition table: {e}"))?;
     write("partitions/partitions.csv", &table)?;
-    for version in ["1.0.0", "1.1.0", "1.2.0"] {
-        let elf = FirmwareElf::new(version).payload_len(PAYLOAD).build();
+    // 1.1.0 is another build (no patch is worth making to it); 1.2.0 changes 1.1.0's
+    // version alone, so its release carries a patch of a few kilobytes.
+    for (version, code) in [("1.0.0", "1.0.0"), ("1.1.0", "1.1.0"), ("1.2.0", "1.1.0")] {
+        let elf = FirmwareElf::new(version)
+            .payload_len(PAYLOAD)
+            .code_of(code)
+            .build();
         write(&format!("elfs/wordclock-{version}.elf"), &elf)?;
     }
     write(".gitignore", b"elfs/\nbuild/\n")
