@@ -300,6 +300,17 @@ impl Config {
                 ),
             });
         }
+        if let Some(bases) = file.delta.bases
+            && bases > ota_core::manifest::MAX_PATCHES
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "delta.bases is {bases}: a manifest lists at most {} patches",
+                    ota_core::manifest::MAX_PATCHES
+                ),
+            });
+        }
         if let Some(percent) = file.delta.max_percent
             && !(1..=100).contains(&percent)
         {

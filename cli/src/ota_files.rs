@@ -121,8 +121,10 @@ impl OtaFiles {
         format!("{}-{}-to-{}{PATCH_SUFFIX}", self.name, from.tag(), to.tag())
     }
 
-    /// The `n` latest versioned images below `version` in the directory, newest first:
-    /// the bases of its patches.
+    /// The `n` versioned images below `version` in the directory that devices most
+    /// likely run, the bases of its patches: the staged release first (what the fleet was
+    /// last offered), then releases newest first, then prereleases newest first, so a run
+    /// of release candidates does not take every base from the stable fleet.
     pub fn earlier_images(
         &self,
         version: &Version,
@@ -150,14 +152,23 @@ impl OtaFiles {
                     .then(|| (found, entry.path()))
             })
             .collect();
-        found.sort_by(|(a, _), (b, _)| b.precedence(a));
+        // An unreadable staged manifest only loses its place at the front.
+        let staged = self.current().ok().flatten().map(|m| m.version);
+        let rank = |v: &Version| (staged.as_ref() == Some(v), !v.is_prerelease());
+        found.sort_by(|(a, _), (b, _)| rank(b).cmp(&rank(a)).then(b.precedence(a)));
         found.truncate(n);
         Ok(found)
     }
 
-    /// The names of the patches `stage` would make for `version` from the images here
-    /// now: what a release plans to publish before it has built anything.
+    /// The names of the patches a release of `version` publishes: those its staged
+    /// manifest lists when it is staged already (a re-run), else those `stage` would make
+    /// from the images here now (one it finds too large is then skipped).
     pub fn patch_candidates(&self, version: &Version, n: usize) -> Vec<String> {
+        if let Ok(Some(staged)) = self.current()
+            && staged.version == *version
+        {
+            return staged.patches.into_iter().map(|p| p.file).collect();
+        }
         self.earlier_images(version, n)
             .unwrap_or_default()
             .iter()

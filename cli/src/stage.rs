@@ -131,6 +131,16 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
     }
 
     let (patches, no_patch) = patches(&files, version, &image.bytes, config)?;
+    // Patch names are as immutable as the image's: judged before anything is written.
+    for patch in &patches {
+        let finding = image_name_rule(&files, &patch.spec.file, &patch.bytes)?;
+        if finding.status == Status::Fail {
+            report.rules.push(finding);
+        }
+    }
+    if report.failed().next().is_some() {
+        return Ok(report);
+    }
     let mut manifest = manifest(version, &image, &file, options, config);
     manifest.patches = patches.iter().map(|p| p.spec.clone()).collect();
     manifest.sign(&key);

@@ -529,7 +529,8 @@ fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
         .iter()
         .map(|p| p.from.to_string())
         .collect();
-    assert_eq!(from, ["1.2.0", "1.2.0-rc.1", "1.1.0", "1.0.0"]);
+    // The staged release, then releases, then the release candidate.
+    assert_eq!(from, ["1.2.0", "1.1.0", "1.0.0", "1.2.0-rc.1"]);
     let text = stdout(&out);
     assert!(
         text.contains("no patch  from v0.9.0: ") && text.contains("not a valid app image"),
@@ -550,7 +551,7 @@ fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
 }
 
 #[test]
-fn a_patch_limit_outside_one_to_a_hundred_percent_is_refused() {
+fn a_patch_limit_outside_one_to_a_hundred_percent_or_too_many_bases_is_refused() {
     let repo = Repo::new();
     let config = repo.root().join("clockrel.toml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -563,4 +564,43 @@ fn a_patch_limit_outside_one_to_a_hundred_percent_is_refused() {
         stderr(&out)
     );
     assert!(repo.ota_files().is_empty());
+    std::fs::write(&config, format!("{text}\n[delta]\nbases = 9\n")).unwrap();
+    let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("delta.bases is 9: a manifest lists at most 8 patches"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_staged_release_and_stable_releases_come_before_release_candidates_as_bases() {
+    let repo = Repo::new();
+    for version in ["1.0.0", "1.1.0-rc.1", "1.1.0-rc.2"] {
+        stage_bump(&repo, version);
+    }
+    stage_bump(&repo, "1.1.0");
+    let from: Vec<String> = repo
+        .manifest()
+        .patches
+        .iter()
+        .map(|p| p.from.to_string())
+        .collect();
+    // The fleet was last offered rc.2; the stable fleet runs 1.0.0; rc.1 waits.
+    assert_eq!(from, ["1.1.0-rc.2", "1.0.0"]);
+}
+
+#[test]
+fn a_patch_name_holding_other_bytes_refuses_the_stage_and_writes_nothing() {
+    let repo = Repo::new();
+    stage_bump(&repo, "1.0.0");
+    let taken = repo
+        .root()
+        .join("ota_files/wordclock-v1.0.0-to-v1.1.0.patch");
+    std::fs::write(&taken, b"published long ago").unwrap();
+    let before = repo.ota_files();
+    let out = repo.stage("1.1.0", &FirmwareElf::new("1.1.0").code_of("wordclock"));
+    assert_eq!(repo.ota_files(), before);
+    assert_refused_without_change(out, "image-name");
 }

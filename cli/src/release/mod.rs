@@ -62,6 +62,8 @@ pub struct ReleasePlan {
     pub version: Version,
     pub local: Vec<Task>,
     pub publish: PublishPlan,
+    /// The patch files the publish plan puts.
+    patches: Vec<String>,
     build: Build,
     version_file: Option<VersionFile>,
     branch: Option<String>,
@@ -240,6 +242,7 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         version,
         local,
         publish,
+        patches,
         build,
         version_file,
         branch,
@@ -347,6 +350,24 @@ pub async fn run(
     }
 
     let (release, trusted) = publish::load_release(config)?;
+    // A release staged by hand or by another config lists patches this plan never saw:
+    // publishing would leave them off a source while its manifest names them.
+    let unplanned: Vec<&str> = release
+        .patches
+        .iter()
+        .map(|p| p.spec.file.as_str())
+        .filter(|file| !plan.patches.iter().any(|planned| planned == file))
+        .collect();
+    if !unplanned.is_empty() {
+        return Err(Failure::new(
+            Exit::Error,
+            anyhow::anyhow!(
+                "the staged release lists patches this release did not plan: {}",
+                unplanned.join(", ")
+            ),
+        )
+        .hint("run the release again: its plan then takes the staged manifest's patches"));
+    }
     let publish_options = PublishOptions {
         only: options.only,
         dry_run: false,

@@ -68,12 +68,12 @@ pub fn files(image_name: &str, patch_names: &[String], alias_name: &str) -> Vec<
         .collect()
 }
 
-/// A planned file that has no staged bytes: a patch `stage` did not make (it would not
-/// have been smaller than `[delta] max_percent` of the image, or its base was unusable).
-/// Anything else missing is an error.
+/// A planned file that has no staged bytes: a patch `stage` did not make (not smaller
+/// than `[delta] max_percent` of the image, or from an unusable base). Anything else
+/// missing is an error.
 pub fn unstaged_patch(name: &str) -> Option<String> {
     name.ends_with(crate::ota_files::PATCH_SUFFIX).then(|| {
-        format!("{name} is not staged: stage lists a patch only when it is smaller than [delta] max_percent of the image")
+        format!("{name} is not staged: stage did not list this patch (its report says why)")
     })
 }
 

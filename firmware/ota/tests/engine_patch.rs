@@ -248,3 +248,22 @@ fn a_cancel_during_the_patch_stops_the_update_without_falling_back() {
     assert!(!slots.boot_set);
     assert!(requests_for(&http, "wordclock-v2.9.0.bin").is_empty());
 }
+
+#[test]
+fn a_patch_both_sources_spoil_costs_one_erase_each_then_the_images() {
+    let old = image_of_version("2.8.0");
+    let mut corrupted = esp_patch(&old, IMAGE);
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x55;
+    let mut http = http(&old, &corrupted, &corrupted);
+    let mut slots = FakeSlots::running(&old);
+    let (installed, _) = install(&mut http, &mut slots);
+    assert!(matches!(
+        installed.unwrap().delivery,
+        Delivery::FellBack { .. }
+    ));
+    // The patch from GitHub, again from R2, then the image: an erase costs seconds on
+    // the chip, so none is made for an attempt that does not follow.
+    assert_eq!(slots.began, 3);
+    assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
+}

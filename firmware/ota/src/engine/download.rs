@@ -19,8 +19,9 @@ pub(super) trait Sink {
     fn begin(&mut self, slots: &mut dyn Slots) -> Result<(), UpdateError>;
     /// The file's next bytes, in order. `Err(UpdateError::Verify)` blames the source.
     fn take(&mut self, slots: &mut dyn Slots, chunk: &[u8]) -> Result<(), UpdateError>;
-    /// The whole file has arrived; `Err` says why the slot does not hold the promised image.
-    fn verify(&mut self, slots: &mut dyn Slots) -> Result<(), String>;
+    /// The whole file has arrived; `Err(UpdateError::Verify)` says why the slot does not
+    /// hold the promised image (the source's fault), any other error is not the source's.
+    fn verify(&mut self, slots: &mut dyn Slots) -> Result<(), UpdateError>;
 }
 
 /// One file, across sources.
@@ -96,11 +97,13 @@ impl<'a, S: Sink> Download<'a, S> {
                 }
                 Ok(Stream::Complete) => match self.sink.verify(slots) {
                     Ok(()) => return Ok(()),
-                    Err(why) => Some(why),
+                    Err(UpdateError::Verify(why)) => Some(why),
+                    Err(other) => return Err(other),
                 },
                 Err(UpdateError::Verify(why)) => Some(why),
                 Err(other) => return Err(other),
             };
+            let start_over = refused.is_some();
             if let Some(why) = refused {
                 let failure = if self.used.len() > 1 && !started_over {
                     // Resumed across sources that do not serve the same bytes (a CDN
@@ -112,7 +115,6 @@ impl<'a, S: Sink> Download<'a, S> {
                     Failure::BadImage(why)
                 };
                 self.attempt(source, Some(failure));
-                self.restart(slots)?;
             }
             let usable = |s: Source| bad[index(s)].is_none() && broken[index(s)] < 2;
             source = match (usable(source.other()), usable(source)) {
@@ -120,6 +122,10 @@ impl<'a, S: Sink> Download<'a, S> {
                 (false, true) => source,
                 (false, false) => break,
             };
+            // Erased again only when another attempt follows: an erase costs seconds.
+            if start_over {
+                self.restart(slots)?;
+            }
         }
         if let [Some(github), Some(r2)] = &bad {
             return Err(UpdateError::Verify(format!(
@@ -273,9 +279,12 @@ impl Sink for IntoSlot<'_> {
     }
 
     /// Everything the boot slot may change on: size, SHA-256 of the file, chip, version.
-    fn verify(&mut self, _: &mut dyn Slots) -> Result<(), String> {
+    fn verify(&mut self, _: &mut dyn Slots) -> Result<(), UpdateError> {
         let reader = core::mem::take(&mut self.reader);
-        let info = reader.finish().map_err(|e| e.to_string())?;
-        self.manifest.check_image(&info).map_err(|e| e.to_string())
+        let verify = |why: String| UpdateError::Verify(why);
+        let info = reader.finish().map_err(|e| verify(e.to_string()))?;
+        self.manifest
+            .check_image(&info)
+            .map_err(|e| verify(e.to_string()))
     }
 }

@@ -56,13 +56,13 @@ impl Sink for Patching<'_> {
         )
     }
 
-    fn verify(&mut self, slots: &mut dyn Slots) -> Result<(), String> {
+    fn verify(&mut self, slots: &mut dyn Slots) -> Result<(), UpdateError> {
         let digest = crate::Sha256(core::mem::take(&mut self.hasher).finalize().into());
         if digest != self.spec.sha256 {
-            return Err(format!(
+            return Err(UpdateError::Verify(format!(
                 "the patch {} has SHA-256 {digest}, the manifest says {}",
                 self.spec.file, self.spec.sha256
-            ));
+            )));
         }
         let patch = core::mem::replace(&mut self.patch, DeltaPatch::new(self.base.digest));
         apply(
@@ -71,8 +71,7 @@ impl Sink for Patching<'_> {
             &mut self.out,
             &self.spec.file,
             |base, out| patch.finish(base, out).map(|_| ()),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         self.out.verify(slots)
     }
 }
