@@ -165,6 +165,13 @@ fn run() -> Result<(), EspError> {
             chip: Chip::Esp32S3,
             chip_revision: Some(chip_revision()),
         };
+        let (timeouts, unusable) = Timeouts::configured(&store);
+        if let Some(why) = unusable {
+            log::warn!(
+                "{why}; the preferred source has {:?}",
+                timeouts.first_answer
+            );
+        }
         let (schedule, unusable) = Schedule::read(&store);
         if let Some(why) = unusable {
             log::warn!("{why}; checking every {} s", DEFAULT_INTERVAL.as_secs());
@@ -187,7 +194,7 @@ fn run() -> Result<(), EspError> {
                     },
                     trusted: trusted_keys(),
                     running,
-                    timeouts: Timeouts::default(),
+                    timeouts,
                 }),
             }),
             Box::new(store),

@@ -677,3 +677,39 @@ fn a_failed_first_ask_of_any_kind_is_repeated_only_when_its_deadline_was_shorter
     engine.check(&mut http, Source::Github).unwrap();
     assert_eq!(http.deadlines, [full, full]);
 }
+
+#[test]
+fn the_first_answer_deadline_is_a_device_setting_within_bounds() {
+    use ota_core::engine::{FIRST_ANSWER_KEY, FirstAnswerError, Store as _};
+    let with = |text: &str| {
+        let mut store = FakeStore::default();
+        store.set(FIRST_ANSWER_KEY, text.as_bytes());
+        Timeouts::configured(&store)
+    };
+    assert_eq!(
+        Timeouts::configured(&FakeStore::default()),
+        (Timeouts::default(), None)
+    );
+    let (slow_handshake, none) = with("2500\n");
+    assert_eq!(
+        slow_handshake.first_answer,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(none, None);
+    assert_eq!(
+        slow_handshake.read,
+        Timeouts::default().read,
+        "only the deadline changes"
+    );
+    for (text, why) in [
+        ("fast", FirstAnswerError::NotANumber),
+        ("150", FirstAnswerError::OutOfRange(150)),
+        ("9000", FirstAnswerError::OutOfRange(9000)),
+    ] {
+        assert_eq!(with(text), (Timeouts::default(), Some(why)), "{text}");
+    }
+    assert_eq!(
+        FirstAnswerError::OutOfRange(150).to_string(),
+        "ota_first_ms is 150 ms: give 200 ms up to the read timeout"
+    );
+}

@@ -18,7 +18,8 @@ use crate::{Manifest, Version};
 use download::{Download, IntoSlot};
 use patching::Patching;
 pub use ports::{
-    ContentRange, Http, HttpError, Response, RunningImage, SlotError, Slots, Store, Timeouts,
+    ContentRange, FIRST_ANSWER_KEY, FirstAnswerError, Http, HttpError, Response, RunningImage,
+    SlotError, Slots, Store, Timeouts,
 };
 
 /// Bytes moved per read: the engine's whole download buffer.

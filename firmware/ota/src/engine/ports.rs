@@ -21,7 +21,58 @@ pub struct Timeouts {
     pub first_answer: Duration,
 }
 
+/// Where a device keeps its own first-answer deadline: milliseconds, as text.
+pub const FIRST_ANSWER_KEY: &str = "ota_first_ms";
+/// The shortest first-answer deadline a device takes: below it even a healthy source
+/// on a good link rarely answers, and every check would go to the other source.
+pub const MIN_FIRST_ANSWER: Duration = Duration::from_millis(200);
+
+/// Why the stored first-answer deadline is not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FirstAnswerError {
+    #[error("{FIRST_ANSWER_KEY} is not a whole number of milliseconds")]
+    NotANumber,
+    #[error(
+        "{FIRST_ANSWER_KEY} is {0} ms: give {min} ms up to the read timeout",
+        min = MIN_FIRST_ANSWER.as_millis()
+    )]
+    OutOfRange(u64),
+}
+
 impl Timeouts {
+    /// The defaults, with the first-answer deadline the store sets under
+    /// [`FIRST_ANSWER_KEY`] (from [`MIN_FIRST_ANSWER`] to the read timeout): a device
+    /// whose TLS handshake to its preferred source takes longer than the default needs
+    /// more, or it asks the other source first on every check. An unusable value keeps
+    /// the default and says why.
+    pub fn configured(store: &dyn Store) -> (Timeouts, Option<FirstAnswerError>) {
+        let defaults = Timeouts::default();
+        let Some(bytes) = store.get(FIRST_ANSWER_KEY) else {
+            return (defaults, None);
+        };
+        let millis = core::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or(FirstAnswerError::NotANumber);
+        let deadline = millis.and_then(|ms| {
+            let deadline = Duration::from_millis(ms);
+            (MIN_FIRST_ANSWER..=defaults.read)
+                .contains(&deadline)
+                .then_some(deadline)
+                .ok_or(FirstAnswerError::OutOfRange(ms))
+        });
+        match deadline {
+            Ok(first_answer) => (
+                Timeouts {
+                    first_answer,
+                    ..defaults
+                },
+                None,
+            ),
+            Err(why) => (defaults, Some(why)),
+        }
+    }
+
     /// These timeouts, the whole request cut to `deadline`.
     pub fn within(self, deadline: Duration) -> Timeouts {
         Timeouts {
