@@ -21,20 +21,25 @@ pub enum DeltaError {
 /// The `esp_delta_ota` patch from the app image `old` to `new`: its header names `old`
 /// by the SHA-256 it appends (what the running slot reports on the device).
 pub fn patch(old: &[u8], new: &[u8]) -> Result<Vec<u8>, DeltaError> {
-    let base = image::parse(old, None).map_err(DeltaError::Base)?;
-    let digest = base.appended_sha256.ok_or(DeltaError::NoDigest)?;
-    let mut patch = Header { base: digest }.to_bytes().to_vec();
+    let mut patch = Header {
+        base: base_digest(old)?,
+    }
+    .to_bytes()
+    .to_vec();
     patch.extend(sequential_patch(new.len() as u64, &records(old, new)?));
     Ok(patch)
+}
+
+/// What names the app image `old` as a patch's base: the SHA-256 it appends.
+pub fn base_digest(old: &[u8]) -> Result<ota_core::Sha256, DeltaError> {
+    let base = image::parse(old, None).map_err(DeltaError::Base)?;
+    base.appended_sha256.ok_or(DeltaError::NoDigest)
 }
 
 /// What the device makes of `patch` on the running image `old`: ota-core's own applier,
 /// the one the firmware runs, fed the whole patch at once.
 pub fn apply(old: &[u8], patch: &[u8]) -> Result<Vec<u8>, ota_core::delta::DeltaError> {
-    let base = image::parse(old, None)
-        .ok()
-        .and_then(|info| info.appended_sha256)
-        .unwrap_or(ota_core::Sha256([0; 32]));
+    let base = base_digest(old).unwrap_or(ota_core::Sha256([0; 32]));
     let mut applier = DeltaPatch::new(base);
     let mut new = Vec::new();
     let mut out = |bytes: &[u8]| {

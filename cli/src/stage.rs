@@ -239,10 +239,8 @@ fn patches(
             Ok(_) => return Err(patch_bug(&from, "it makes other bytes than the image")),
             Err(e) => return Err(patch_bug(&from, &e.to_string())),
         }
-        let base_digest = ota_core::image::parse(&old, None)
-            .ok()
-            .and_then(|info| info.appended_sha256)
-            .ok_or_else(|| patch_bug(&from, "its base has no appended digest"))?;
+        let base_digest =
+            crate::delta::base_digest(&old).map_err(|e| patch_bug(&from, &e.to_string()))?;
         made.push(PatchFile {
             spec: Patch {
                 file: files.patch_name(&from, version),

@@ -469,6 +469,14 @@ fn the_key_keygen_makes_by_default_is_the_one_stage_signs_with() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
+/// Sets the config's `[delta]` section to `settings` alone.
+fn set_delta(repo: &Repo, settings: &str) {
+    let config = repo.root().join("clockrel.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let kept = text.split("\n[delta]\n").next().unwrap();
+    std::fs::write(&config, format!("{kept}\n[delta]\n{settings}\n")).unwrap();
+}
+
 /// Stages `version` of a build that differs from the others by its version alone.
 fn stage_bump(repo: &Repo, version: &str) -> Output {
     let out = repo.stage(version, &FirmwareElf::new(version).code_of("wordclock"));
@@ -519,9 +527,7 @@ fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
     assert!(manifest.verify(&repo.trusted()).is_ok());
 
     // More bases reach the unreadable image, which is named and skipped.
-    let config = repo.root().join("clockrel.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[delta]\nbases = 5\n")).unwrap();
+    set_delta(&repo, "bases = 5");
     let out = stage_bump(&repo, "1.3.0");
     let manifest = repo.manifest();
     let from: Vec<String> = manifest
@@ -538,8 +544,7 @@ fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
     );
 
     // None at all when turned off.
-    let config_text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, config_text.replace("bases = 5", "bases = 0")).unwrap();
+    set_delta(&repo, "bases = 0");
     stage_bump(&repo, "1.4.0");
     assert!(repo.manifest().patches.is_empty());
     assert!(
@@ -553,9 +558,7 @@ fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
 #[test]
 fn a_patch_limit_outside_one_to_a_hundred_percent_or_too_many_bases_is_refused() {
     let repo = Repo::new();
-    let config = repo.root().join("clockrel.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[delta]\nmax_percent = 0\n")).unwrap();
+    set_delta(&repo, "max_percent = 0");
     let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
@@ -564,7 +567,7 @@ fn a_patch_limit_outside_one_to_a_hundred_percent_or_too_many_bases_is_refused()
         stderr(&out)
     );
     assert!(repo.ota_files().is_empty());
-    std::fs::write(&config, format!("{text}\n[delta]\nbases = 9\n")).unwrap();
+    set_delta(&repo, "bases = 9");
     let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(

@@ -280,13 +280,7 @@ impl Slots for SimSlots<'_> {
             .device
             .image_in(self.running)
             .ok_or_else(|| SlotError(format!("{:?} holds no bootable image", self.running)))?;
-        let digest = info
-            .appended_sha256
-            .ok_or_else(|| SlotError("the running image has no appended digest".to_owned()))?;
-        Ok(RunningImage {
-            digest,
-            len: info.len,
-        })
+        RunningImage::of(&info)
     }
 
     fn read_running(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SlotError> {

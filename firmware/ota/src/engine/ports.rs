@@ -164,6 +164,20 @@ pub struct RunningImage {
     pub len: u64,
 }
 
+impl RunningImage {
+    /// The image `info` describes, as a patch's base: it must append its digest, which
+    /// is what names it.
+    pub fn of(info: &crate::image::ImageInfo) -> Result<RunningImage, SlotError> {
+        let digest = info
+            .appended_sha256
+            .ok_or_else(|| SlotError("the running image has no appended digest".into()))?;
+        Ok(RunningImage {
+            digest,
+            len: info.len,
+        })
+    }
+}
+
 /// The OTA slots of the flash.
 pub trait Slots {
     /// Starts writing the inactive slot for an image of `size` bytes (erasing it).

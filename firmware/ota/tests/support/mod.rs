@@ -353,13 +353,7 @@ impl Slots for FakeSlots {
     fn running_image(&mut self) -> Result<RunningImage, SlotError> {
         let info = ota_core::image::parse(&self.running, None)
             .map_err(|e| SlotError(format!("the running slot: {e}")))?;
-        let digest = info
-            .appended_sha256
-            .ok_or_else(|| SlotError("the running image has no appended digest".to_owned()))?;
-        Ok(RunningImage {
-            digest,
-            len: info.len,
-        })
+        RunningImage::of(&info)
     }
 
     fn read_running(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SlotError> {
