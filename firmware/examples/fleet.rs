@@ -1,6 +1,7 @@
 //! `cargo xtask fleet [DEVICES]`: a fleet of simulated devices (200 unless told) updates
-//! together while GitHub fails part-way, and the report says how each ended, what each
-//! source served, the time to the last commit, and the memory it all took.
+//! together while GitHub fails part-way, once by the whole image and once by delta
+//! patch, and the reports say how each device ended, what each source served, the time
+//! to the last commit, and the memory it all took.
 #![allow(clippy::unwrap_used)] // the test kit's fixtures fail loudly, as in the tests
 
 #[path = "../tests/common/mod.rs"]
@@ -19,9 +20,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = fleet_sim::run(devices);
-    print!("{report}");
-    if report.unbootable == 0 && report.on_new == report.devices && report.failures.is_empty() {
+    let reports = [fleet_sim::Update::Image, fleet_sim::Update::Patch]
+        .map(|update| fleet_sim::run(devices, update));
+    let bytes = |r: &fleet_sim::Report| r.github.bytes + r.r2.bytes;
+    for report in &reports {
+        print!("{report}");
+    }
+    println!(
+        "by patch, the fleet downloaded {:.3} of the bytes",
+        bytes(&reports[1]) as f64 / bytes(&reports[0]) as f64
+    );
+    let healthy =
+        |r: &fleet_sim::Report| r.unbootable == 0 && r.on_new == r.devices && r.failures.is_empty();
+    if reports.iter().all(healthy) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -11,11 +11,20 @@ use wordclock::sim::http::RealHttp;
 
 use wordclock::sim::device::Device;
 
-use crate::common::{Release, V2_FILE, image, image_of, layout, live};
+use crate::common::{Release, bumped_image_of, image_of, layout, live};
 
 /// The released image's code and data: large enough that the primary's failure lands
 /// in the middle of downloads.
 pub const PAYLOAD: u32 = 256 * 1024;
+
+/// How the release reaches the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// The manifest lists no patch: every device downloads the image.
+    Image,
+    /// The manifest lists the patch from 1.0.0, which every device runs.
+    Patch,
+}
 
 /// What one source served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +53,7 @@ impl Served {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub devices: usize,
+    pub update: Update,
     /// Booting the new release, committed.
     pub on_new: usize,
     /// Booting the old one, valid.
@@ -67,8 +77,12 @@ impl fmt::Display for Report {
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         writeln!(
             f,
-            "fleet of {} simulated devices, 1.0.0 -> 2.0.0, GitHub failing part-way",
-            self.devices
+            "fleet of {} simulated devices, 1.0.0 -> 2.0.0 by {}, GitHub failing part-way",
+            self.devices,
+            match self.update {
+                Update::Image => "the whole image",
+                Update::Patch => "delta patch",
+            }
         )?;
         writeln!(f, "  on 2.0.0 (committed)   {}", self.on_new)?;
         writeln!(f, "  on 1.0.0 (valid)       {}", self.on_old)?;
@@ -76,10 +90,10 @@ impl fmt::Display for Report {
         for (name, served) in [("GitHub", self.github), ("R2", self.r2)] {
             writeln!(
                 f,
-                "  {name:<7} {:>5} requests ({} resumed at an offset), {:.1} MiB",
+                "  {name:<7} {:>5} requests ({} resumed at an offset), {}",
                 served.requests,
                 served.resumed,
-                mib(served.bytes)
+                clockrel::units::Bytes(served.bytes)
             )?;
         }
         writeln!(
@@ -111,26 +125,32 @@ fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// `devices` devices on 1.0.0 update to 2.0.0 at once over links of about 1.6 MB/s,
-/// GitHub preferred, while GitHub fails after serving about half of what the fleet
-/// needs (the downloads under way break there; every later request gets 503): each
-/// device goes on from R2, at the offset it had, then reboots, passes its health checks
-/// and commits.
-pub fn run(devices: usize) -> Report {
-    let release = Release::of(image_of("2.0.0", PAYLOAD));
+/// `devices` devices on 1.0.0 update to 2.0.0 (a version bump) at once over links of
+/// about 1.6 MB/s, GitHub preferred, while GitHub fails after serving about half of what
+/// the fleet needs (the downloads under way break there; every later request gets 503):
+/// each device goes on from R2, at the offset it had, then reboots, passes its health
+/// checks and commits. The release comes as `update` says.
+pub fn run(devices: usize, update: Update) -> Report {
+    let factory = image_of("1.0.0", PAYLOAD);
+    let new = bumped_image_of("2.0.0", PAYLOAD);
+    let release = match update {
+        Update::Image => Release::of(new),
+        Update::Patch => Release::patched_from(&factory, new),
+    };
     let manifest = release.manifest.to_json();
-    let files: [(&str, &[u8]); 2] = [("version.json", &manifest), (V2_FILE, &release.image)];
+    let files = release.files();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     let github = FileServer::start(&files);
     let r2 = FileServer::start(&files);
     // Links of about 1.6 MB/s a device: the downloads overlap, as a fleet's do.
     for server in [&github, &r2] {
         server.trickle(16 * 1024, Duration::from_millis(10));
     }
-    let need = (manifest.len() + release.image.len()) as u64;
+    let download = release.patch.as_ref().unwrap_or(&release.image);
+    let need = (manifest.len() + download.len()) as u64;
     // Half the fleet's bytes and half a device's: never the end of one download, so
     // however the downloads overlap, one is under way when GitHub fails.
     github.fail_after(devices as u64 * need / 2 + need / 2);
-    let factory = image("1.0.0");
     let sources = Sources {
         github: github.base(),
         r2: r2.base(),
@@ -151,7 +171,14 @@ pub fn run(devices: usize) -> Report {
                                     // The update, then the reboot: 2.0.0 on probation
                                     // passes its checks and commits.
                                     for _ in 0..2 {
-                                        let timeouts = Timeouts::default();
+                                        // One host answers the whole fleet at once: its
+                                        // manifests can take longer than the device's
+                                        // first-answer deadline, which would send the
+                                        // fleet to R2 before GitHub fails part-way.
+                                        let timeouts = Timeouts {
+                                            first_answer: Duration::from_secs(10),
+                                            ..Timeouts::default()
+                                        };
                                         live(&mut device, release, &mut http, sources, timeouts)?;
                                     }
                                     Ok(started.elapsed())
@@ -177,6 +204,7 @@ pub fn run(devices: usize) -> Report {
     };
     Report {
         devices,
+        update,
         on_new: runs("2.0.0"),
         on_old: runs("1.0.0"),
         unbootable: outcomes.iter().filter(|(_, v, _)| v.is_none()).count(),
