@@ -320,10 +320,16 @@ struct KeygenArgs {
 /// Runs every rule of `clockrel check`, then refuses when the image's embedded version
 /// is not VERSION, when VERSION is not above the staged version, when the image's
 /// secure_version is below the staged one, when the versioned file name already holds
-/// other bytes, or when the signing key is not in the firmware's trusted keys. Only then
-/// does it write, each file atomically and in this order: <name>-vVERSION.bin, the alias
-/// <name>.bin, and version.json last. A refused or interrupted stage leaves the previous
-/// release intact.
+/// other bytes, or when the signing key is not in the firmware's trusted keys.
+///
+/// It makes delta patches from earlier releases' images in ota_files/ (`[delta] bases`,
+/// 2 by default: the staged release first, then releases, then release candidates) and
+/// lists in the signed manifest those smaller than `[delta] max_percent` (50) of the
+/// image, so devices on those releases download kilobytes; `bases = 0` makes none.
+///
+/// Only then does it write, each file atomically and in this order: <name>-vVERSION.bin,
+/// the patches <name>-vOLD-to-vVERSION.patch, the alias <name>.bin, and version.json last.
+/// A refused or interrupted stage leaves the previous release intact.
 ///
 /// The secret key comes from --key, CLOCKREL_SIGNING_KEY or CLOCKREL_SIGNING_KEY_FILE;
 /// never from clockrel.toml, and it is never printed.
@@ -354,8 +360,9 @@ struct StageArgs {
 /// configured source concurrently:
 ///
 ///   github  commits ota_files/ on the release branch if needed, tags vVERSION, pushes
-///           both, and creates the GitHub Release with the image and version.json
-///   r2      puts the versioned image, the alias, then version.json last
+///           both, and creates the GitHub Release with the image, its delta patches
+///           and version.json
+///   r2      puts the versioned image, its patches, the alias, then version.json last
 ///
 /// Every step first looks at what is there: the same bytes are skipped, other bytes under
 /// a versioned name stop that target. One target failing does not stop the other; run
@@ -381,7 +388,8 @@ struct PublishArgs {
 /// Check what each source serves, as a device would, and whether the sources agree.
 ///
 /// Fetches version.json from every configured source, checks its signature against the
-/// trusted keys, fetches the image it names and checks size and SHA-256. When a release
+/// trusted keys, fetches the image and the delta patches it names and checks each one's
+/// size and SHA-256. When a release
 /// is staged, each source must serve exactly it. Reports when two sources serve
 /// different releases.
 #[derive(Debug, Args)]
