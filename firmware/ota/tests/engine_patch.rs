@@ -267,3 +267,45 @@ fn a_patch_both_sources_spoil_costs_one_erase_each_then_the_images() {
     assert_eq!(slots.began, 3);
     assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
 }
+
+/// The fixture patch from 2.8.0, made once: detools runs in a child process.
+fn fixture_patch() -> &'static (Vec<u8>, Vec<u8>) {
+    static PATCH: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    PATCH.get_or_init(|| {
+        let old = image_of_version("2.8.0");
+        let patch = esp_patch(&old, IMAGE);
+        (old, patch)
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes the sources serve under the patch's name, the slot boots the signed
+    /// image and nothing else: the patch, or the whole image after it.
+    #[test]
+    fn any_damage_to_the_served_patch_still_boots_exactly_the_signed_image(
+        edits in proptest::collection::vec((0usize..1 << 20, proptest::prelude::any::<u8>()), 1..8),
+        cut in proptest::option::of(0usize..1 << 20),
+    ) {
+        let (old, patch) = fixture_patch();
+        let mut served = patch.clone();
+        for (at, value) in edits {
+            let at = at % served.len();
+            served[at] = value;
+        }
+        if let Some(cut) = cut {
+            served.truncate(cut % served.len());
+        }
+        let mut http = http(old, patch, &served);
+        let mut slots = FakeSlots::running(old);
+        let (installed, _) = install(&mut http, &mut slots);
+        let installed = installed.unwrap();
+        proptest::prop_assert_eq!(slots.booted_image, Some(Sha256::of(IMAGE)));
+        proptest::prop_assert_eq!(&slots.running, old);
+        if served != *patch {
+            let fell_back = matches!(installed.delivery, Delivery::FellBack { .. });
+            proptest::prop_assert!(fell_back);
+        }
+    }
+}
