@@ -185,8 +185,9 @@ impl R2Source {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Delta {
-    /// Patches from this many of the latest earlier releases whose images are in
-    /// `ota_files/` [default: 2; 0 makes none].
+    /// Patches from this many earlier releases whose images are in `ota_files/`, those
+    /// devices most likely run first (the staged release, releases, then release
+    /// candidates) [default: 2; 0 makes none].
     pub bases: Option<usize>,
     /// A patch is listed only when it is smaller than this percent of the image
     /// [default: 50]: above it, the whole image costs a device little more.

@@ -376,6 +376,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_staged_version_plans_its_own_patches_and_a_new_one_those_its_images_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = OtaFiles::new(dir.path().to_owned(), "wordclock");
+        for version in ["1.0.0", "1.1.0", "1.2.0-rc.1"] {
+            std::fs::write(dir.path().join(format!("wordclock-v{version}.bin")), b"").unwrap();
+        }
+        let v = |text: &str| text.parse::<Version>().unwrap();
+        // Nothing staged: releases newest first, before the release candidate.
+        assert_eq!(
+            files.patch_candidates(&v("1.2.0"), 2),
+            [
+                "wordclock-v1.1.0-to-v1.2.0.patch",
+                "wordclock-v1.0.0-to-v1.2.0.patch"
+            ]
+        );
+        // 1.2.0 staged with one patch, from another base: a re-run publishes that one.
+        let staged = serde_json::json!({
+            "format": 1, "version": "1.2.0", "sha256": "00".repeat(32), "firmware_size": 1,
+            "chip": "esp32s3", "secure_version": 0, "file": "wordclock-v1.2.0.bin",
+            "patches": [{"from": "1.0.0", "base_digest": "11".repeat(32),
+                "file": "wordclock-v1.0.0-to-v1.2.0.patch", "size": 1, "sha256": "22".repeat(32)}]
+        });
+        std::fs::write(files.manifest_path(), staged.to_string()).unwrap();
+        assert_eq!(
+            files.patch_candidates(&v("1.2.0"), 2),
+            ["wordclock-v1.0.0-to-v1.2.0.patch"]
+        );
+        // The next version: the staged release first, as devices were last offered it.
+        std::fs::write(dir.path().join("wordclock-v1.2.0.bin"), b"").unwrap();
+        assert_eq!(
+            files.patch_candidates(&v("1.3.0"), 2),
+            [
+                "wordclock-v1.2.0-to-v1.3.0.patch",
+                "wordclock-v1.1.0-to-v1.3.0.patch"
+            ]
+        );
+    }
+
+    #[test]
     fn names_follow_the_version_tag() {
         let files = OtaFiles::new(PathBuf::from("ota_files"), "wordclock");
         let v: Version = "2.9.0-rc.1".parse().unwrap();

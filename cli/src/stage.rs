@@ -188,7 +188,8 @@ pub fn run(options: &StageOptions, config: &Config) -> Result<StageReport, Failu
     Ok(report)
 }
 
-/// The patches to `new` from the latest earlier images in `ota_files/` (`[delta] bases`),
+/// The patches to `new` from the earlier images in `ota_files/` devices most likely run
+/// (`[delta] bases`, see [`OtaFiles::earlier_images`]),
 /// each smaller than `[delta] max_percent` of it, and applied back by the device's own
 /// applier before it is listed; and the bases no patch is listed from, with why.
 fn patches(

@@ -148,8 +148,9 @@ pub fn plan(options: &ReleaseOptions, config: &Config) -> Result<ReleasePlan, Fa
         ),
         (None, None) => None,
     };
-    // The patches stage would make from the images there now; one it finds too large
-    // is reported as skipped where the plan puts it.
+    // The patches the staged manifest lists when this version is staged (a re-run), else
+    // those stage would make from the images there now: one it finds too large is then
+    // reported as skipped where the plan puts it.
     let patches = OtaFiles::new(config.ota_files(), config.release_name())
         .patch_candidates(&version, config.delta.bases());
     let publish = publish::plan(config, &version, &patches, options.only, Commits::Already)?;

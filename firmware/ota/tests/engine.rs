@@ -710,6 +710,12 @@ fn the_first_answer_deadline_is_a_device_setting_within_bounds() {
     }
     assert_eq!(
         FirstAnswerError::OutOfRange(150).to_string(),
-        "ota_first_ms is 150 ms: give 200 ms up to the read timeout"
+        "ota_first_ms is 150 ms: give 200 to 5000 ms (the read timeout)"
     );
+    for edge in [200, 5000] {
+        assert_eq!(
+            with(&edge.to_string()).0.first_answer,
+            std::time::Duration::from_millis(edge)
+        );
+    }
 }

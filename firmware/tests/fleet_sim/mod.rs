@@ -174,7 +174,8 @@ pub fn run(devices: usize, update: Update) -> Report {
                                         // One host answers the whole fleet at once: its
                                         // manifests can take longer than the device's
                                         // first-answer deadline, which would send the
-                                        // fleet to R2 before GitHub fails part-way.
+                                        // fleet to R2 before GitHub fails part-way. (More
+                                        // than a device may set: 5 s at most.)
                                         let timeouts = Timeouts {
                                             first_answer: Duration::from_secs(10),
                                             ..Timeouts::default()

@@ -33,8 +33,9 @@ pub enum FirstAnswerError {
     #[error("{FIRST_ANSWER_KEY} is not a whole number of milliseconds")]
     NotANumber,
     #[error(
-        "{FIRST_ANSWER_KEY} is {0} ms: give {min} ms up to the read timeout",
-        min = MIN_FIRST_ANSWER.as_millis()
+        "{FIRST_ANSWER_KEY} is {0} ms: give {min} to {max} ms (the read timeout)",
+        min = MIN_FIRST_ANSWER.as_millis(),
+        max = Timeouts::default().read.as_millis()
     )]
     OutOfRange(u64),
 }
