@@ -558,23 +558,19 @@ fn stage_lists_patches_from_the_latest_earlier_images_it_has() {
 #[test]
 fn a_patch_limit_outside_one_to_a_hundred_percent_or_too_many_bases_is_refused() {
     let repo = Repo::new();
-    set_delta(&repo, "max_percent = 0");
-    let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("delta.max_percent is 0: give 1 to 100"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(repo.ota_files().is_empty());
-    set_delta(&repo, "bases = 9");
-    let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("delta.bases is 9: a manifest lists at most 8 patches"),
-        "{}",
-        stderr(&out)
-    );
+    for (setting, why) in [
+        ("max_percent = 0", "delta.max_percent is 0: give 1 to 100"),
+        (
+            "bases = 9",
+            "delta.bases is 9: a manifest lists at most 8 patches",
+        ),
+    ] {
+        set_delta(&repo, setting);
+        let out = repo.stage("1.0.0", &FirmwareElf::new("1.0.0"));
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+        assert!(repo.ota_files().is_empty());
+    }
 }
 
 #[test]

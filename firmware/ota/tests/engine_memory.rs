@@ -37,14 +37,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn installing_allocates_far_less_than_the_image() {
-    let engine = Engine::new(Config {
+/// The engine of a device on 2.8.0.
+fn engine() -> Engine {
+    Engine::new(Config {
         sources: sources(),
         trusted: vec![key().public()],
         running: running("2.8.0", 0),
         timeouts: Timeouts::default(),
-    });
+    })
+}
+
+#[test]
+fn installing_allocates_far_less_than_the_image() {
+    let engine = engine();
     let mut http = FakeHttp::healthy(&manifest());
     let offer = engine.check(&mut http, Source::Github).unwrap();
     // The fakes' own buffers (the served body, the slot's bytes) are made up front.
@@ -77,12 +82,7 @@ const PATCH_GOAL: usize = 8 * 1024;
 
 #[test]
 fn installing_from_a_patch_allocates_a_small_fixed_amount() {
-    let engine = Engine::new(Config {
-        sources: sources(),
-        trusted: vec![key().public()],
-        running: running("2.8.0", 0),
-        timeouts: Timeouts::default(),
-    });
+    let engine = engine();
     let old = image_of_version("2.8.0");
     let patch = esp_patch(&old, IMAGE);
     let mut http = FakeHttp::healthy(&manifest_with_patch("2.8.0", &old, &patch));
