@@ -5,20 +5,9 @@
 mod support;
 
 use ota_core::Sha256;
-use ota_core::engine::{Config, Control, Engine, Failure, Source, Timeouts, UpdateError};
+use ota_core::engine::{Control, Engine, Failure, Source, Timeouts, UpdateError};
 use ota_core::policy::{Decision, Refusal};
-use support::{
-    Behaviour, FakeHttp, FakeSlots, FakeStore, IMAGE, R2, key, manifest, running, sources,
-};
-
-fn engine(version: &str, secure_version: u32) -> Engine {
-    Engine::new(Config {
-        sources: sources(),
-        trusted: vec![key().public()],
-        running: running(version, secure_version),
-        timeouts: Timeouts::default(),
-    })
-}
+use support::{Behaviour, FakeHttp, FakeSlots, FakeStore, IMAGE, R2, engine, key, manifest};
 
 fn update(
     engine: &Engine,

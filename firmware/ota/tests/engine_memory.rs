@@ -7,10 +7,10 @@ mod support;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use ota_core::engine::{Config, Control, Engine, Source, Timeouts};
+use ota_core::engine::{Control, Source};
 use support::{
-    Behaviour, FakeHttp, FakeSlots, IMAGE, esp_patch, image_of_version, key, manifest,
-    manifest_with_patch, patch_name, running, sources,
+    Behaviour, FakeHttp, FakeSlots, IMAGE, engine, esp_patch, image_of_version, manifest,
+    manifest_with_patch, patch_name,
 };
 
 struct Counting;
@@ -37,19 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The engine of a device on 2.8.0.
-fn engine() -> Engine {
-    Engine::new(Config {
-        sources: sources(),
-        trusted: vec![key().public()],
-        running: running("2.8.0", 0),
-        timeouts: Timeouts::default(),
-    })
-}
-
 #[test]
 fn installing_allocates_far_less_than_the_image() {
-    let engine = engine();
+    let engine = engine("2.8.0", 0);
     let mut http = FakeHttp::healthy(&manifest());
     let offer = engine.check(&mut http, Source::Github).unwrap();
     // The fakes' own buffers (the served body, the slot's bytes) are made up front.
@@ -82,7 +72,7 @@ const PATCH_GOAL: usize = 8 * 1024;
 
 #[test]
 fn installing_from_a_patch_allocates_a_small_fixed_amount() {
-    let engine = engine();
+    let engine = engine("2.8.0", 0);
     let old = image_of_version("2.8.0");
     let patch = esp_patch(&old, IMAGE);
     let mut http = FakeHttp::healthy(&manifest_with_patch("2.8.0", &old, &patch));

@@ -6,22 +6,11 @@
 mod support;
 
 use ota_core::Sha256;
-use ota_core::engine::{
-    Config, Control, Delivery, Engine, Installed, Progress, Source, Timeouts, UpdateError,
-};
+use ota_core::engine::{Control, Delivery, Installed, Progress, Source, UpdateError};
 use support::{
-    Behaviour, FakeHttp, FakeSlots, IMAGE, esp_patch, image_of_version, key, manifest_with_patch,
-    patch_name, running, sources,
+    Behaviour, FakeHttp, FakeSlots, IMAGE, engine, esp_patch, image_of_version,
+    manifest_with_patch, patch_name,
 };
-
-fn engine() -> Engine {
-    Engine::new(Config {
-        sources: sources(),
-        trusted: vec![key().public()],
-        running: running("2.8.0", 0),
-        timeouts: Timeouts::default(),
-    })
-}
 
 /// What the engine told the status report.
 #[derive(Default)]
@@ -52,7 +41,8 @@ fn http(old: &[u8], patch: &[u8], served: &[u8]) -> FakeHttp {
 
 fn install(http: &mut FakeHttp, slots: &mut FakeSlots) -> (Result<Installed, UpdateError>, Told) {
     let mut told = Told::default();
-    let installed = engine().update(http, slots, Source::Github, &Control::default(), &mut told);
+    let installed =
+        engine("2.8.0", 0).update(http, slots, Source::Github, &Control::default(), &mut told);
     (installed, told)
 }
 
@@ -237,7 +227,7 @@ fn a_cancel_during_the_patch_stops_the_update_without_falling_back() {
     let mut slots = FakeSlots::running(&old);
     let control = Control::default();
     let mut cancel_at_first_bytes = |_: u64, _: u64| control.cancel();
-    let result = engine().update(
+    let result = engine("2.8.0", 0).update(
         &mut http,
         &mut slots,
         Source::Github,

@@ -37,6 +37,16 @@ pub fn running(version: &str, secure_version: u32) -> Running {
     }
 }
 
+/// The engine of a device on `version`, trusting the fixture key, with default timeouts.
+pub fn engine(version: &str, secure_version: u32) -> ota_core::engine::Engine {
+    ota_core::engine::Engine::new(ota_core::engine::Config {
+        sources: sources(),
+        trusted: vec![key().public()],
+        running: running(version, secure_version),
+        timeouts: Timeouts::default(),
+    })
+}
+
 /// The fixture image's manifest, signed: v2.9.0, secure_version 2, ESP32-S3.
 pub fn manifest() -> Manifest {
     let mut m = unsigned_manifest();
