@@ -441,13 +441,14 @@ impl Shared {
         self.publish_attributes(&attributes);
     }
 
-    /// An update that did not happen: its status, and the reason kept as the last error
-    /// (unless it was no update at all).
+    /// An update that did not happen: the reason kept as the last error (unless it was no
+    /// update at all), then its status. In that order, whoever the status wakes finds the
+    /// retained attributes already naming the reason.
     fn report(&self, error: &UpdateError) {
-        self.publish_status(&Status::from(error));
         if !matches!(error, UpdateError::Current | UpdateError::Cancelled) {
             self.note_error(&error.to_string());
         }
+        self.publish_status(&Status::from(error));
     }
 
     /// The command the job goes on with after its check: an install or retry asked for

@@ -671,6 +671,19 @@ fn a_failed_check_leaves_the_app_ready_for_the_next() {
     returns_within(30, move || waiting.app.wait_idle());
     assert_eq!(rig.states(), ["checking", "error"]);
     assert_eq!(rig.state()["in_progress"], false);
+    // The reason is retained before the error status goes out, so whoever the status
+    // wakes finds it.
+    let log = rig.recorder.0.lock().unwrap().clone();
+    let at = |topic: &str, part: &str| {
+        log.iter()
+            .position(|(t, p, _)| t == topic && p.contains(part))
+            .unwrap_or_else(|| panic!("no {part} on {topic}"))
+    };
+    assert!(
+        at("home/clock1/ota/attributes", "\"last_error\"")
+            < at("home/clock1/ota/progress", "\"error\""),
+        "{log:?}"
+    );
     // A reconnect and the next command are served.
     let reconnecting = Arc::clone(&rig);
     returns_within(30, move || reconnecting.app.on_connect());
