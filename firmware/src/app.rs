@@ -467,6 +467,23 @@ impl Shared {
         }
     }
 
+    /// Moves the job from its check to its install, unless a cancel came after the check
+    /// had decided: that cancel is the install's, and must not be lost with the phase.
+    fn start_install(&self) -> bool {
+        let mut phase = lock(&self.phase);
+        if matches!(
+            *phase,
+            Phase::Checking {
+                cancelled: true,
+                ..
+            }
+        ) {
+            return false;
+        }
+        *phase = Phase::Installing { cancelled: false };
+        true
+    }
+
     /// Whether a cancel came for the running download.
     fn install_cancelled(&self) -> bool {
         matches!(*lock(&self.phase), Phase::Installing { cancelled: true })
@@ -521,7 +538,10 @@ impl Shared {
             }
             Decision::Update => self.show_offer(offered.clone()),
         }
-        *lock(&self.phase) = Phase::Installing { cancelled: false };
+        if !self.start_install() {
+            self.publish_state(offered.idle());
+            return self.report(&UpdateError::Cancelled);
+        }
         let mut progress = Reporting {
             app: self,
             offered: &offered,
@@ -568,11 +588,13 @@ impl Progress for Reporting<'_> {
         if self.app.install_cancelled() {
             self.app.control.cancel();
         }
+        // The retained state first, as for every status: whoever the status wakes finds
+        // the state it reports.
         if self.gate.report(done, total) {
             self.app
-                .publish_status(&Status::new(State::Downloading, done, total));
-            self.app
                 .publish_state(self.offered.clone().installing(done, total));
+            self.app
+                .publish_status(&Status::new(State::Downloading, done, total));
         }
     }
 

@@ -623,27 +623,48 @@ fn the_device_checks_on_its_own_soon_after_it_starts() {
     drop(rig);
 }
 
-#[test]
-fn an_install_pressed_as_a_check_ends_is_not_lost() {
-    let rig = rig(Decision::Update, MemoryStore::default());
-    // The check's job is held as it reports what is available: it has decided.
+/// Sends `command` and returns once its job is held publishing a message that holds
+/// `part`, with what lets it go on.
+fn held_at(rig: &Rig, command: &str, part: &str) -> Sender<()> {
     let (open, gate) = channel();
-    *rig.recorder.1.lock().unwrap() = Some(("\"available\"".to_owned(), gate));
-    rig.send("home/clock1/command", "check");
+    *rig.recorder.1.lock().unwrap() = Some((part.to_owned(), gate));
+    rig.send("home/clock1/command", command);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while rig.recorder.1.lock().unwrap().is_some() {
         assert!(
             std::time::Instant::now() < until,
-            "the check never got there"
+            "the job never published {part}"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    open
+}
+
+#[test]
+fn an_install_pressed_as_a_check_ends_is_not_lost() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    // The check's job is held as it reports what is available: it has decided.
+    let open = held_at(&rig, "check", "\"available\"");
     rig.send("home/clock1/command", "install");
     open.send(()).unwrap();
     rig.tick(10);
     rig.app.wait_idle();
     assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 1);
     assert_eq!(rig.states().last().unwrap(), "rebooting");
+}
+
+#[test]
+fn a_cancel_pressed_as_the_check_ends_stops_the_install() {
+    let rig = Arc::new(rig(Decision::Update, MemoryStore::default()));
+    // The install's job is held as it shows the offer: its check has decided.
+    let open = held_at(&rig, "install", "\"latest_version\":\"2.0.0\"");
+    rig.send("home/clock1/command", "cancel");
+    open.send(()).unwrap();
+    let waiting = Arc::clone(&rig);
+    returns_within(30, move || waiting.app.wait_idle());
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.states().last().unwrap(), "cancelled");
+    assert_eq!(rig.state()["in_progress"], false);
 }
 
 /// Runs `wait` on its own thread and fails the test if it does not return in time: a
