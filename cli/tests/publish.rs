@@ -628,7 +628,7 @@ fn a_versioned_object_with_other_bytes_stops_r2_and_keeps_the_manifest() {
 fn verification_waits_out_a_stale_branch_cache() {
     let world = World::new();
     world.stage("v2.9.0", 0);
-    world.git.set_branch_lag(std::time::Duration::from_secs(2));
+    world.git.set_stale_reads(2);
     let (out, report) = world.publish(&["--only", "github"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let sources = report["verification"]["sources"].as_array().unwrap();

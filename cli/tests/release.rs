@@ -519,7 +519,7 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
                 6
             }
             Fault::Verify => {
-                world.git.set_branch_lag(std::time::Duration::from_secs(60));
+                world.git.set_stale_reads(usize::MAX);
                 args.extend(["--deadline", "1"]);
                 3
             }
@@ -536,7 +536,7 @@ fn a_failure_at_any_step_then_a_rerun_ends_with_one_commit_one_tag_and_one_bump(
         let _ = std::fs::remove_file(root.join("build/broken"));
         let _ = std::fs::remove_file(root.join(".git/index.lock"));
         std::fs::write(&elf, FirmwareElf::new("1.0.0").build()).unwrap();
-        world.git.set_branch_lag(std::time::Duration::ZERO);
+        world.git.set_stale_reads(0);
         world.git.unprotect_branches();
         let (out, report) = release(&world, &["v1.0.0"]);
         assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));

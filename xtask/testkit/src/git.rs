@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -72,7 +71,8 @@ struct Host {
     repo: String,
     token: String,
     auth_failures: AtomicUsize,
-    branch_lag: Mutex<Duration>,
+    /// How many reads by branch name serve a branch's previous tip after it moves.
+    stale_reads: Mutex<usize>,
     branches: Mutex<HashMap<String, BranchView>>,
     /// The next raw download of a path ending in this name breaks after that many bytes.
     raw_cut: Mutex<Option<(String, usize)>>,
@@ -82,9 +82,9 @@ struct Host {
 #[derive(Debug)]
 struct BranchView {
     tip: Oid,
-    /// The tip before the last move, served until the lag has passed.
+    /// The tip before the last move, served while reads of it are left.
     before: Option<Oid>,
-    moved_at: Instant,
+    stale_left: usize,
 }
 
 /// What a request's `Authorization` header amounts to.
@@ -118,7 +118,7 @@ impl GitServer {
             repo: repo.to_owned(),
             token: token.to_owned(),
             auth_failures: AtomicUsize::new(0),
-            branch_lag: Mutex::new(Duration::ZERO),
+            stale_reads: Mutex::new(0),
             branches: Mutex::new(HashMap::new()),
             raw_cut: Mutex::new(None),
         });
@@ -256,11 +256,18 @@ impl GitServer {
         Some(reference.peel_to_commit().ok()?.id().to_string())
     }
 
-    /// Makes the raw host serve a branch's previous tip for `lag` after the branch moves,
-    /// like raw.githubusercontent.com's cache. Commit-id URLs are never stale.
-    pub fn set_branch_lag(&self, lag: Duration) {
-        *lock(&self.host.branch_lag) = lag;
-        self.host.observe_branches(&self.host.open());
+    /// Makes the raw host serve a branch's previous tip for the next `reads` reads by
+    /// its name after the branch moves, like raw.githubusercontent.com's cache (which
+    /// keeps it for minutes: counted rather than timed, a test does not depend on how
+    /// fast the machine runs it). Commit-id URLs are never stale. Branches that moved
+    /// already keep no more stale reads than that.
+    pub fn set_stale_reads(&self, reads: usize) {
+        *lock(&self.host.stale_reads) = reads;
+        let repository = self.host.open();
+        self.host.observe_branches(&repository);
+        for view in lock(&self.host.branches).values_mut() {
+            view.stale_left = view.stale_left.min(reads);
+        }
     }
 }
 
@@ -298,27 +305,31 @@ impl Host {
         id.to_string()
     }
 
-    /// Notes every branch's current tip, so that the raw host's lag starts when a branch
-    /// moved rather than when someone first asked for it.
+    /// Notes every branch's current tip as it moves, so that the raw host knows the tip
+    /// before a move even when nobody asked for the branch in between.
     fn observe_branches(&self, repository: &Repository) {
         let Ok(references) = repository.references_glob("refs/heads/*") else {
             return;
         };
+        let reads = *lock(&self.stale_reads);
         let mut views = lock(&self.branches);
         for reference in references.flatten() {
             if let (Ok(name), Some(tip)) = (reference.shorthand(), reference.target()) {
-                observe(&mut views, name, tip);
+                observe(&mut views, name, tip, reads);
             }
         }
     }
 
     /// The tip the raw host serves for `branch`, whose real tip is `tip`.
     fn served_tip(&self, branch: &str, tip: Oid) -> Oid {
-        let lag = *lock(&self.branch_lag);
+        let reads = *lock(&self.stale_reads);
         let mut views = lock(&self.branches);
-        let view = observe(&mut views, branch, tip);
+        let view = observe(&mut views, branch, tip, reads);
         match view.before {
-            Some(before) if view.moved_at.elapsed() < lag => before,
+            Some(before) if view.stale_left > 0 => {
+                view.stale_left -= 1;
+                before
+            }
             _ => view.tip,
         }
     }
@@ -361,17 +372,18 @@ fn observe<'v>(
     views: &'v mut HashMap<String, BranchView>,
     branch: &str,
     tip: Oid,
-) -> &'v BranchView {
+    stale_reads: usize,
+) -> &'v mut BranchView {
     let view = views.entry(branch.to_owned()).or_insert(BranchView {
         tip,
         before: None,
-        moved_at: Instant::now(),
+        stale_left: 0,
     });
     if view.tip != tip {
         *view = BranchView {
             tip,
             before: Some(view.tip),
-            moved_at: Instant::now(),
+            stale_left: stale_reads,
         };
     }
     view
@@ -626,10 +638,19 @@ mod tests {
         let (first, second) = (Oid::from_bytes(&[1; 20]), Oid::from_bytes(&[2; 20]));
         let (first, second) = (first.expect("20 bytes"), second.expect("20 bytes"));
         let mut views = HashMap::new();
-        assert_eq!(observe(&mut views, "main", first).before, None);
-        let view = observe(&mut views, "main", second);
-        assert_eq!((view.tip, view.before), (second, Some(first)));
-        let view = observe(&mut views, "main", second);
-        assert_eq!((view.tip, view.before), (second, Some(first)));
+        let view = observe(&mut views, "main", first, 3);
+        assert_eq!((view.before, view.stale_left), (None, 0));
+        let view = observe(&mut views, "main", second, 3);
+        assert_eq!(
+            (view.tip, view.before, view.stale_left),
+            (second, Some(first), 3)
+        );
+        view.stale_left = 1;
+        // Seen again unmoved: the reads already taken stay taken.
+        let view = observe(&mut views, "main", second, 3);
+        assert_eq!(
+            (view.tip, view.before, view.stale_left),
+            (second, Some(first), 1)
+        );
     }
 }

@@ -455,8 +455,7 @@ fn raw_host_serves_files_by_branch_tag_and_commit() {
         404
     );
 
-    let lag = Duration::from_secs(1);
-    server.set_branch_lag(lag);
+    server.set_stale_reads(2);
     let second = server.advance("main", "fw/version.json", b"two");
     assert_eq!(
         raw("clockrel/fleet/main/fw/version.json").body,
@@ -471,7 +470,11 @@ fn raw_host_serves_files_by_branch_tag_and_commit() {
         raw(&format!("clockrel/fleet/{first}/fw/version.json")).body,
         b"one"
     );
-    std::thread::sleep(lag);
+    assert_eq!(
+        raw("clockrel/fleet/main/fw/version.json").body,
+        b"one",
+        "stale, the second read"
+    );
     assert_eq!(
         raw("clockrel/fleet/main/fw/version.json").body,
         b"two",
