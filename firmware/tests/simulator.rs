@@ -338,8 +338,9 @@ fn a_broker_restart_mid_download_neither_stops_the_update_nor_loses_its_result()
         ("version.json", &release.manifest.to_json()),
         (V2_FILE, &release.image),
     ]);
-    // Slow enough (about 1.6 s for the image) for the broker to go and come back.
-    r2.trickle(4 * 1024, std::time::Duration::from_millis(25));
+    // Slow enough (about 6 s for the image) for the broker to go and come back well
+    // before the download ends, however loaded the machine.
+    r2.trickle(4 * 1024, std::time::Duration::from_millis(100));
     let sim = start(&release, &r2, &broker, &[]);
     watch(&broker, |topic, payload| {
         topic == "home/clock1/ota/progress" && payload.contains("\"downloading\"")
