@@ -99,7 +99,9 @@ impl std::fmt::Debug for App {
     }
 }
 
-fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The value behind `mutex`, also after a thread panicked holding it: the device goes
+/// on rather than stop over one panic.
+pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
