@@ -18,23 +18,29 @@ impl MqttBroker {
     /// Starts mosquitto (it must be installed: `apt-get install mosquitto`) and returns
     /// once it accepts connections.
     pub fn start() -> MqttBroker {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("127.0.0.1 has a free port");
-        let mut config =
-            tempfile::NamedTempFile::new().expect("a temporary file for the broker's config");
-        writeln!(
-            config,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false"
-        )
-        .expect("the broker's config is written");
-        let child = spawn(&config, port);
-        MqttBroker {
-            child,
-            port,
-            _config: config,
+        // The free port is let go for mosquitto to take; another test may take it first,
+        // and then mosquitto exits and the next free port is tried.
+        for _ in 0..5 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("127.0.0.1 has a free port");
+            let mut config =
+                tempfile::NamedTempFile::new().expect("a temporary file for the broker's config");
+            writeln!(
+                config,
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false"
+            )
+            .expect("the broker's config is written");
+            if let Some(child) = spawn(&config, port) {
+                return MqttBroker {
+                    child,
+                    port,
+                    _config: config,
+                };
+            }
         }
+        panic!("mosquitto could not listen on any of 5 free ports")
     }
 
     /// Stops the broker, as a restart or a crash does (every session dropped, retained
@@ -42,7 +48,8 @@ impl MqttBroker {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(&self._config, self.port);
+        self.child = spawn(&self._config, self.port)
+            .unwrap_or_else(|| panic!("mosquitto could not listen on {} again", self.port));
     }
 
     pub fn port(&self) -> u16 {
@@ -50,15 +57,16 @@ impl MqttBroker {
     }
 }
 
-/// Starts mosquitto with `config` and returns once it accepts connections on `port`.
-fn spawn(config: &tempfile::NamedTempFile, port: u16) -> Child {
+/// Starts mosquitto with `config` and returns it once it accepts connections on `port`;
+/// `None` when it exited first (the port was taken: what answers there is not it).
+fn spawn(config: &tempfile::NamedTempFile, port: u16) -> Option<Child> {
     // Debian installs it outside a normal user's PATH.
     let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
         "/usr/sbin/mosquitto"
     } else {
         "mosquitto"
     };
-    let child = Command::new(binary)
+    let mut child = Command::new(binary)
         .arg("-c")
         .arg(config.path())
         .stdout(Stdio::null())
@@ -66,19 +74,46 @@ fn spawn(config: &tempfile::NamedTempFile, port: u16) -> Child {
         .spawn()
         .expect("mosquitto runs (apt-get install mosquitto)");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+    let exited = |child: &mut Child| child.try_wait().is_ok_and(|status| status.is_some());
+    loop {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            // Still running a moment after something answered: it was mosquitto, which
+            // exits at once when it cannot bind.
+            std::thread::sleep(Duration::from_millis(50));
+            return (!exited(&mut child)).then_some(child);
+        }
+        if exited(&mut child) {
+            return None;
+        }
         assert!(
             Instant::now() < deadline,
             "mosquitto did not start listening on {port}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
 }
 
 impl Drop for MqttBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_taken_before_mosquitto_binds_it_is_not_mistaken_for_the_broker() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
+        let port = taken.local_addr().expect("its address").port();
+        let mut config = tempfile::NamedTempFile::new().expect("a config file");
+        writeln!(config, "listener {port} 127.0.0.1\nallow_anonymous true").expect("written");
+        assert!(spawn(&config, port).is_none());
+        drop(taken);
+        let mut broker = spawn(&config, port).expect("mosquitto on the port let go");
+        let _ = broker.kill();
+        let _ = broker.wait();
     }
 }
