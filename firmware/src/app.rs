@@ -44,8 +44,9 @@ pub trait Updater: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Idle,
-    /// Fetching the manifest; `then` is an install (or retry) asked for meanwhile,
-    /// which the job goes on to once its check is done, unless `cancelled`.
+    /// Fetching the manifest, or reporting how the job ended without a reboot; `then`
+    /// is a command asked for meanwhile, which the job goes on to (see
+    /// [`Phase::queued`]).
     Checking {
         then: Option<Command>,
         cancelled: bool,
@@ -57,6 +58,29 @@ enum Phase {
     },
     /// The new image is set to boot: nothing more starts.
     Rebooting,
+}
+
+impl Phase {
+    /// The command a job in its check, or at its end, goes on to: the one asked for
+    /// meanwhile, of which a cancel leaves only a check standing.
+    fn queued(&self) -> Option<Command> {
+        match *self {
+            Phase::Checking {
+                then,
+                cancelled: true,
+            } => then.filter(|c| *c == Command::Check),
+            Phase::Checking { then, .. } => then,
+            _ => None,
+        }
+    }
+
+    /// Where a job is that no install runs in: commands queue behind it.
+    fn checking() -> Phase {
+        Phase::Checking {
+            then: None,
+            cancelled: false,
+        }
+    }
 }
 
 /// What the schedule waits for: the first connection (the network is up then), and the
@@ -287,16 +311,19 @@ impl Shared {
         {
             let mut phase = lock(&shared.phase);
             match &mut *phase {
-                Phase::Idle => {
-                    *phase = Phase::Checking {
-                        then: None,
-                        cancelled: false,
-                    }
-                }
+                Phase::Idle => *phase = Phase::checking(),
                 Phase::Checking { then, cancelled } => {
-                    if command != Command::Check && *then != Some(Command::Retry) {
-                        *then = Some(command);
-                        *cancelled = false;
+                    match command {
+                        // A check adds nothing to an install asked for, but outlives a
+                        // cancel, and one pressed as a check ends gets its own answer.
+                        Command::Check => {
+                            then.get_or_insert(Command::Check);
+                        }
+                        _ if *then == Some(Command::Retry) => {}
+                        _ => {
+                            *then = Some(command);
+                            *cancelled = false;
+                        }
                     }
                     return;
                 }
@@ -316,10 +343,7 @@ impl Shared {
             if *phase != Phase::Idle {
                 return;
             }
-            *phase = Phase::Checking {
-                then: None,
-                cancelled: false,
-            };
+            *phase = Phase::checking();
         }
         Shared::spawn(shared, Command::Check);
     }
@@ -330,24 +354,25 @@ impl Shared {
         let mut workers = lock(&shared.workers);
         workers.retain(|w| !w.is_finished());
         workers.push(std::thread::spawn(move || {
-            job.run(command);
-            // An install asked for after this job's check had decided goes on now.
-            let next = {
+            let mut command = command;
+            loop {
+                job.run(command);
+                // A command asked for after this job had decided goes on now, in this
+                // job: the phase never passes through Idle, where a cancel would be lost
+                // and another job could start beside it.
                 let mut phase = lock(&job.phase);
-                let next = match *phase {
-                    Phase::Checking {
-                        then,
-                        cancelled: false,
-                    } => then,
-                    _ => None,
-                };
-                if *phase != Phase::Rebooting {
-                    *phase = Phase::Idle;
+                match phase.queued() {
+                    Some(next) => {
+                        *phase = Phase::checking();
+                        command = next;
+                    }
+                    None => {
+                        if *phase != Phase::Rebooting {
+                            *phase = Phase::Idle;
+                        }
+                        return;
+                    }
                 }
-                next
-            };
-            if let Some(next) = next {
-                Shared::trigger(&job, next);
             }
         }));
     }
@@ -454,15 +479,23 @@ impl Shared {
     }
 
     /// The command the job goes on with after its check: an install or retry asked for
-    /// while it checked wins over the check it started as; `None` when a cancel came.
+    /// while it checked wins over the check it started as; after a cancel, only a check
+    /// asked for since, else `None`.
     fn after_check(&self, started: Command) -> Option<Command> {
         let mut phase = lock(&self.phase);
-        let (then, cancelled) = match &mut *phase {
-            Phase::Checking { then, cancelled } => (then.take(), std::mem::take(cancelled)),
-            _ => (None, false),
-        };
-        match (then, started) {
-            _ if cancelled => None,
+        let queued = phase.queued();
+        let cancelled = matches!(
+            *phase,
+            Phase::Checking {
+                cancelled: true,
+                ..
+            }
+        );
+        *phase = Phase::checking();
+        if cancelled {
+            return queued;
+        }
+        match (queued, started) {
             (Some(Command::Retry), _) => Some(Command::Retry),
             (Some(then), Command::Check) => Some(then),
             _ => Some(started),
@@ -552,23 +585,29 @@ impl Shared {
         match self.updater.install(&offer, &self.control, &mut progress) {
             Ok(installed) => {
                 *lock(&self.phase) = Phase::Rebooting;
-                let attributes = {
+                {
+                    // Published under its lock, as every change is: an "already running"
+                    // noted meanwhile is not overwritten by an older copy.
                     let mut attributes = lock(&self.attributes);
                     attributes.source_used = installed.sources;
                     attributes.delivery = Some(installed.delivery.to_string());
-                    attributes.clone()
-                };
-                self.publish_attributes(&attributes);
+                    self.publish_attributes(&attributes);
+                }
                 let size = offer.manifest.firmware_size;
                 self.publish_status(&Status::new(State::Rebooting, size, size));
                 self.publisher.flush(mqtt::REBOOT_FLUSH);
                 self.updater.reboot();
             }
+            // From here a command queues for after the job, as during a check, rather than
+            // find an update running: an install pressed as soon as the failure shows is
+            // not refused.
             Err(UpdateError::Cancelled) => {
+                *lock(&self.phase) = Phase::checking();
                 self.publish_state(offered.idle());
                 self.report(&UpdateError::Cancelled);
             }
             Err(error) => {
+                *lock(&self.phase) = Phase::checking();
                 self.publish_state(offered.failed(&error));
                 self.report(&error);
             }

@@ -667,6 +667,58 @@ fn a_cancel_pressed_as_the_check_ends_stops_the_install() {
     assert_eq!(rig.state()["in_progress"], false);
 }
 
+#[test]
+fn an_install_pressed_as_a_failed_install_ends_is_not_refused() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.updater.failing.store(true, Ordering::SeqCst);
+    // The install fails at its sixth step; its job is held as it reports the error.
+    rig.tick(6);
+    let open = held_at(&rig, "install", "\"error\"");
+    rig.updater.failing.store(false, Ordering::SeqCst);
+    rig.send("home/clock1/command", "install");
+    open.send(()).unwrap();
+    rig.tick(10);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 2);
+    assert_eq!(rig.states().last().unwrap(), "rebooting");
+    assert!(
+        !rig.recorder
+            .on("home/clock1/ota/attributes")
+            .iter()
+            .any(|a| a.contains("already running")),
+        "the second install was refused"
+    );
+}
+
+#[test]
+fn a_check_pressed_after_a_cancel_still_answers() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    rig.updater.slow_checks.store(true, Ordering::SeqCst);
+    rig.send("home/clock1/command", "install");
+    rig.wait_for_state("checking");
+    rig.send("home/clock1/command", "cancel");
+    rig.send("home/clock1/command", "check");
+    rig.tick(1);
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.installs.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.updater.checks.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.states().last().unwrap(), "available");
+}
+
+#[test]
+fn a_check_pressed_as_a_check_ends_gets_its_own_answer() {
+    let rig = rig(Decision::Update, MemoryStore::default());
+    let open = held_at(&rig, "check", "\"available\"");
+    rig.send("home/clock1/command", "check");
+    open.send(()).unwrap();
+    rig.app.wait_idle();
+    assert_eq!(rig.updater.checks.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        rig.states(),
+        ["checking", "available", "checking", "available"]
+    );
+}
+
 /// Runs `wait` on its own thread and fails the test if it does not return in time: a
 /// deadlock must fail the test, not hang the suite.
 fn returns_within(seconds: u64, wait: impl FnOnce() + Send + 'static) {
