@@ -6,7 +6,7 @@
 mod common;
 
 use common::repo::Repo;
-use common::world::{World, outcomes, target};
+use common::world::{World, only, outcomes, target};
 use common::{stderr, stdout};
 use ota_core::Manifest;
 use testkit::FirmwareElf;
@@ -210,9 +210,7 @@ fn a_rerun_skips_everything_already_published() {
         "{report:#}"
     );
     assert!(
-        outcomes(target(&report, "github"))
-            .iter()
-            .all(|o| o == "already-there"),
+        only(&outcomes(target(&report, "github")), &["already-there"]),
         "{report:#}"
     );
     for name in ["wordclock-v2.9.0.bin", "wordclock.bin", "version.json"] {
@@ -455,9 +453,8 @@ fn a_dead_r2_leaves_a_partial_publish_that_a_rerun_finishes() {
     let (out, report) = world.publish(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        outcomes(target(&report, "github"))
-            .iter()
-            .all(|o| o == "already-there")
+        only(&outcomes(target(&report, "github")), &["already-there"]),
+        "{report:#}"
     );
     assert_eq!(
         outcomes(target(&report, "r2")),
@@ -814,9 +811,8 @@ fn a_dry_run_lists_exactly_the_steps_a_real_run_then_records() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(tasks(&report), tasks(&plan));
     assert!(
-        outcomes(target(&report, "github"))
-            .iter()
-            .all(|o| o == "already-there")
+        only(&outcomes(target(&report, "github")), &["already-there"]),
+        "{report:#}"
     );
 }
 

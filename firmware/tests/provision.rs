@@ -152,8 +152,7 @@ proptest! {
         // The password also turns up in another setting, alone or inside a URL.
         settings[paste_into] = match KEYS[paste_into] {
             "mqtt_url" => format!("mqtt://{password}:1883"),
-            "mqtt_pass" => password.clone(),
-            _ => settings[paste_into].clone(),
+            _ => password.clone(),
         };
         let mut store = MemoryStore::default();
         for (key, value) in KEYS.iter().zip(&settings) {
@@ -162,11 +161,20 @@ proptest! {
         if let Err(error) = Provisioned::load(&store) {
             prop_assert!(!error.to_string().contains(&password), "{error}");
         }
-        // Bytes that are not text anywhere: an error naming the key.
+        // Bytes that are not text anywhere: an error naming the first key read.
+        let mut not_text = vec![0xff];
+        not_text.extend(&raw);
         let mut store = MemoryStore::default();
         for key in KEYS {
-            store.set(key, &raw);
+            store.set(key, &not_text);
         }
-        let _ = Provisioned::load(&store);
+        prop_assert!(
+            matches!(
+                Provisioned::load(&store),
+                Err(ProvisionError::NotText { key: "wifi_ssid" })
+            ),
+            "{:?}",
+            Provisioned::load(&store)
+        );
     }
 }

@@ -126,6 +126,12 @@ pub fn target<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::
         .unwrap()
 }
 
+/// Whether `outcomes` has steps, each of them one of `allowed` (`all` alone holds for
+/// none).
+pub fn only(outcomes: &[String], allowed: &[&str]) -> bool {
+    !outcomes.is_empty() && outcomes.iter().all(|o| allowed.contains(&o.as_str()))
+}
+
 pub fn outcomes(target: &serde_json::Value) -> Vec<String> {
     target["steps"]
         .as_array()

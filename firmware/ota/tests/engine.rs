@@ -57,6 +57,9 @@ fn a_healthy_primary_serves_manifest_and_image() {
 fn the_manifest_fails_over_on_404_503_timeout_refusal_and_bad_signature() {
     let mut forged = support::unsigned_manifest();
     forged.sign(&ota_core::manifest::SecretKey::from_seed([7; 32]));
+    // Signed by the trusted key, the signature damaged: Ed25519 itself says no.
+    let mut tampered = manifest();
+    tampered.signature.as_mut().unwrap().ed25519[0] ^= 1;
     let cases = [
         (Behaviour::Status(404), Failure::Status(404)),
         (Behaviour::Status(503), Failure::Status(503)),
@@ -67,11 +70,15 @@ fn the_manifest_fails_over_on_404_503_timeout_refusal_and_bad_signature() {
         ),
         (
             Behaviour::serve(b"<html>captive portal</html>"),
-            Failure::Invalid(String::new()),
+            Failure::Invalid("manifest is not valid".into()),
         ),
         (
             Behaviour::serve(&forged.to_json()),
-            Failure::Invalid(String::new()),
+            Failure::Invalid("which is not trusted".into()),
+        ),
+        (
+            Behaviour::serve(&tampered.to_json()),
+            Failure::Invalid("does not match its contents".into()),
         ),
     ];
     for (behaviour, expected) in cases {
@@ -83,7 +90,9 @@ fn the_manifest_fails_over_on_404_503_timeout_refusal_and_bad_signature() {
         assert_eq!(offer.attempts.len(), 2, "both attempts are logged");
         let failure = offer.attempts[0].failure.clone().unwrap();
         match (failure, expected) {
-            (Failure::Invalid(_), Failure::Invalid(_)) => {}
+            (Failure::Invalid(got), Failure::Invalid(want)) => {
+                assert!(got.contains(&want), "{got:?} does not say {want:?}");
+            }
             (got, want) => assert_eq!(got, want),
         }
         assert!(offer.attempts[1].failure.is_none());

@@ -614,21 +614,34 @@ fn update_state_fits_home_assistants_schema() {
         description: Some("d".repeat(1000)),
         ..manifest()
     };
+    // Each state, and whether it offers a release (and so has a summary).
     let states = [
-        UpdateState::new(version("2.8.0")),
-        UpdateState::new(version("2.8.0")).installing(1, 3),
-        UpdateState::new(version("2.8.0")).offering(&long, None),
-        UpdateState::new(version("2.8.0"))
-            .offering(&manifest(), None)
-            .installing(3, 3),
-        UpdateState::new(version("2.8.0"))
-            .offering(&manifest(), None)
-            .not_installable("r".repeat(1000)),
-        UpdateState::new(version("2.8.0"))
-            .offering(&manifest(), None)
-            .failed(&"f".repeat(1000)),
+        (UpdateState::new(version("2.8.0")), false),
+        (UpdateState::new(version("2.8.0")).installing(1, 3), false),
+        (
+            UpdateState::new(version("2.8.0")).offering(&long, None),
+            true,
+        ),
+        (
+            UpdateState::new(version("2.8.0"))
+                .offering(&manifest(), None)
+                .installing(3, 3),
+            true,
+        ),
+        (
+            UpdateState::new(version("2.8.0"))
+                .offering(&manifest(), None)
+                .not_installable("r".repeat(1000)),
+            true,
+        ),
+        (
+            UpdateState::new(version("2.8.0"))
+                .offering(&manifest(), None)
+                .failed(&"f".repeat(1000)),
+            true,
+        ),
     ];
-    for state in states {
+    for (state, offers) in states {
         let value = json(&state.to_json());
         let object = value.as_object().unwrap();
         for (key, value) in object {
@@ -641,8 +654,11 @@ fn update_state_fits_home_assistants_schema() {
                 _ => assert!(value.is_string(), "{key}: {value}"),
             }
         }
-        if let Some(summary) = object.get("release_summary") {
-            assert!(summary.as_str().unwrap().chars().count() <= MAX_RELEASE_SUMMARY);
+        match object.get("release_summary") {
+            Some(summary) => {
+                assert!(summary.as_str().unwrap().chars().count() <= MAX_RELEASE_SUMMARY)
+            }
+            None => assert!(!offers, "an offer without its summary: {object:?}"),
         }
     }
 }
