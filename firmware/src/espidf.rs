@@ -5,7 +5,7 @@
 //!
 //! Not compiled in this repository's CI (no Xtensa toolchain): see the README's "The
 //! firmware on the chip" for the build command.
-#![allow(unsafe_code)] // FFI to ESP-IDF's OTA API; every call's result is checked with esp!()
+#![allow(unsafe_code)] // FFI to ESP-IDF's OTA API; every call's result is checked
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -92,6 +92,7 @@ pub fn main() {
     }
 }
 
+#[allow(deprecated)] // the legacy RMT driver, as imported above
 fn run() -> Result<(), EspError> {
     let peripherals = Peripherals::take()?;
     let sysloop = EspSystemEventLoop::take()?;
@@ -106,10 +107,13 @@ fn run() -> Result<(), EspError> {
             .ok()
     });
     // Sets the system time (the clock's RTC) once the network is up; without it the RTC
-    // check fails, which is the truth.
-    let _sntp = EspSntp::new_default()
-        .inspect_err(|e| log::error!("sntp: {e}"))
-        .ok();
+    // check fails, which is the truth. Without Wi-Fi the network stack was never
+    // started, and SNTP must not start on it.
+    let _sntp = wifi.as_ref().and_then(|_| {
+        EspSntp::new_default()
+            .inspect_err(|e| log::error!("sntp: {e}"))
+            .ok()
+    });
     let session = Arc::new(Session::default());
     let topics = settings
         .as_ref()
@@ -220,12 +224,28 @@ fn wifi_mac() -> Option<[u8; 6]> {
         .map(|()| mac)
 }
 
+/// ESP-IDF's `esp_chip_info_t` (esp_hw_support/include/esp_chip_info.h), declared here:
+/// esp-idf-sys generates no binding for it, since none of the headers it binds includes
+/// that one.
+#[repr(C)]
+#[derive(Default)]
+struct EspChipInfo {
+    model: u32,
+    features: u32,
+    revision: u16,
+    cores: u8,
+}
+
+unsafe extern "C" {
+    fn esp_chip_info(out_info: *mut EspChipInfo);
+}
+
 /// The chip's revision as `major * 100 + minor`, the encoding of the image header's
 /// revision fields (`esp_chip_info_t::revision`).
 fn chip_revision() -> ChipRevision {
-    let mut info = sys::esp_chip_info_t::default();
-    // SAFETY: esp_chip_info only fills the struct it is given.
-    unsafe { sys::esp_chip_info(&mut info) };
+    let mut info = EspChipInfo::default();
+    // SAFETY: esp_chip_info only fills the struct it is given, laid out as above.
+    unsafe { esp_chip_info(&mut info) };
     ChipRevision(info.revision)
 }
 
@@ -400,9 +420,14 @@ impl Response for ChipResponse {
         if Instant::now() >= self.1 {
             return Err(HttpError::Timeout);
         }
-        self.0.read(buf).map_err(|e| match e.code() {
-            sys::ESP_ERR_HTTP_EAGAIN => HttpError::Timeout,
-            _ => HttpError::Io(e.to_string()),
+        // esp_http_client_read reports a read timeout as -ESP_ERR_HTTP_EAGAIN, which
+        // EspHttpConnection passes on as it is.
+        self.0.read(buf).map_err(|e| {
+            if e.code().abs() == sys::ESP_ERR_HTTP_EAGAIN {
+                HttpError::Timeout
+            } else {
+                HttpError::Io(e.to_string())
+            }
         })
     }
 }
@@ -540,14 +565,22 @@ impl Updater for ChipUpdater {
 
 /// Whether the running image is on probation, read from otadata directly (EspOta's
 /// get_running_slot also parses the app descriptor and fails on versions over 24
-/// characters). When it cannot be read, assume probation: the checks then run, where
-/// skipping them would let the bootloader drop a good image at the next reset.
+/// characters). The factory image and a slot otadata never named have no state
+/// (ESP_ERR_NOT_SUPPORTED, ESP_ERR_NOT_FOUND): the bootloader boots them whatever the
+/// checks say, so there is no probation to end. When the state cannot be read otherwise,
+/// assume probation: the checks then run, where skipping them would let the bootloader
+/// drop a good image at the next reset.
 fn running_pending_verify() -> bool {
     let mut state: sys::esp_ota_img_states_t = Default::default();
-    let read = esp!(unsafe {
+    // SAFETY: the running partition is ESP-IDF's own static record; `state` is written.
+    let read = unsafe {
         sys::esp_ota_get_state_partition(sys::esp_ota_get_running_partition(), &mut state)
-    });
-    read.is_err() || state == sys::esp_ota_img_states_t_ESP_OTA_IMG_PENDING_VERIFY
+    };
+    match read {
+        sys::ESP_OK => state == sys::esp_ota_img_states_t_ESP_OTA_IMG_PENDING_VERIFY,
+        sys::ESP_ERR_NOT_SUPPORTED | sys::ESP_ERR_NOT_FOUND => false,
+        _ => true,
+    }
 }
 
 /// The running slot's probation, through esp-idf-svc's EspOta.
@@ -583,6 +616,7 @@ impl Rtc for SystemRtc {
 /// The WS2812 strip on the RMT peripheral, or why its driver did not start.
 struct ChipLeds(Result<TxRmtDriver<'static>, String>);
 
+#[allow(deprecated)] // the legacy RMT driver, as imported above
 impl Leds for ChipLeds {
     fn self_test(&mut self) -> Result<(), String> {
         let tx = self.0.as_mut().map_err(|e| format!("no RMT driver: {e}"))?;
