@@ -74,6 +74,17 @@ impl Phase {
         }
     }
 
+    /// Whether a cancel came while the job checked (or ended).
+    fn cancelled(&self) -> bool {
+        matches!(
+            self,
+            Phase::Checking {
+                cancelled: true,
+                ..
+            }
+        )
+    }
+
     /// Where a job is that no install runs in: commands queue behind it.
     fn checking() -> Phase {
         Phase::Checking {
@@ -484,13 +495,7 @@ impl Shared {
     fn after_check(&self, started: Command) -> Option<Command> {
         let mut phase = lock(&self.phase);
         let queued = phase.queued();
-        let cancelled = matches!(
-            *phase,
-            Phase::Checking {
-                cancelled: true,
-                ..
-            }
-        );
+        let cancelled = phase.cancelled();
         *phase = Phase::checking();
         if cancelled {
             return queued;
@@ -503,16 +508,11 @@ impl Shared {
     }
 
     /// Moves the job from its check to its install, unless a cancel came after the check
-    /// had decided: that cancel is the install's, and must not be lost with the phase.
+    /// had decided: that cancel is the install's, and must not be lost with the phase. (A
+    /// check asked for since has its answer in the offer the job just showed.)
     fn start_install(&self) -> bool {
         let mut phase = lock(&self.phase);
-        if matches!(
-            *phase,
-            Phase::Checking {
-                cancelled: true,
-                ..
-            }
-        ) {
+        if phase.cancelled() {
             return false;
         }
         *phase = Phase::Installing { cancelled: false };

@@ -59,11 +59,11 @@ fn flash(build_dir: &Path) -> std::process::Output {
     let bin = tempfile::tempdir().unwrap();
     let espflash = bin.path().join("espflash");
     std::fs::write(&espflash, "#!/bin/sh\necho \"$@\"\n").unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&espflash)
-        .status()
-        .unwrap();
+    std::fs::set_permissions(
+        &espflash,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let path = format!(
         "{}:{}",
         bin.path().display(),

@@ -11,7 +11,8 @@ use crate::app::{Publisher, lock};
 use crate::session::{self, Session};
 
 /// Publishes through a rumqttc client, which queues while it reconnects; retained
-/// state its queue cannot take yet waits in the [`Outbox`], and so do subscriptions.
+/// state its queue cannot take yet waits in the [`Outbox`], and subscriptions in
+/// `owed_subscriptions`.
 #[derive(Clone)]
 pub struct MqttPublisher {
     client: Client,

@@ -1,10 +1,11 @@
 //! An MQTT broker for the device's tests: Debian's mosquitto on a free port of 127.0.0.1,
 //! stopped when dropped.
 
-use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 /// A running mosquitto that accepts anonymous clients.
 #[derive(Debug)]
@@ -57,8 +58,8 @@ impl MqttBroker {
     }
 }
 
-/// Starts mosquitto with `config` and returns it once it accepts connections on `port`;
-/// `None` when it exited first (the port was taken: what answers there is not it).
+/// Starts mosquitto with `config` and returns it once it listens on `port`; `None` when
+/// it exited instead (the port was taken: what answers there is not it).
 fn spawn(config: &tempfile::NamedTempFile, port: u16) -> Option<Child> {
     // Debian installs it outside a normal user's PATH.
     let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
@@ -70,26 +71,32 @@ fn spawn(config: &tempfile::NamedTempFile, port: u16) -> Option<Child> {
         .arg("-c")
         .arg(config.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("mosquitto runs (apt-get install mosquitto)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exited = |child: &mut Child| child.try_wait().is_ok_and(|status| status.is_some());
-    loop {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            // Still running a moment after something answered: it was mosquitto, which
-            // exits at once when it cannot bind.
-            std::thread::sleep(Duration::from_millis(50));
-            return (!exited(&mut child)).then_some(child);
+    let log = child.stderr.take().expect("mosquitto's stderr is piped");
+    let (running, heard) = mpsc::channel();
+    // mosquitto logs "mosquitto version ... running" once it has bound its listener,
+    // and "Error: Address already in use" before it exits when it cannot. The rest of
+    // its log is read and dropped, so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if line.ends_with(" running") {
+                let _ = running.send(());
+            }
         }
-        if exited(&mut child) {
-            return None;
+    });
+    match heard.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => Some(child),
+        Err(RecvTimeoutError::Disconnected) => {
+            let _ = child.wait();
+            None
         }
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        Err(RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mosquitto did not start listening on {port} within 10 s")
+        }
     }
 }
 
