@@ -131,9 +131,10 @@ Examples:
   clockrel release v2.9.0 --only r2 --json > release.json
   git checkout v2.9.0 && clockrel release v2.9.0 --from-tag
 
-Exit codes: 0 released and verified, 3 a check failed (nothing published), 1 a step
-on this machine failed (build, commit), 5 partly published (run again), 6 nothing
-published, 4 bad input, 2 usage.")]
+Exit codes: 0 released and verified, 3 a check failed: a preflight check or the release
+gate before anything was published, or a public URL that does not serve the release
+after all was published, 1 a step on this machine failed (build, commit), 5 partly
+published (run again), 6 nothing published, 4 bad input, 2 usage.")]
 struct ReleaseArgs {
     /// The version to release, such as v2.9.0 or 2.10.0-rc.1 [default: on a tag push in
     /// GitHub Actions, the pushed tag, with --from-tag]

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt as _;
+
 use common::repo::Repo;
 use common::world::{World, only, outcomes, target};
 use common::{stderr, stdout};
@@ -892,4 +894,56 @@ fn verify_names_a_patch_a_source_serves_other_bytes_of() {
     let out = world.run(&["verify", "--only", "github"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("and its patch"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_remote_listing_a_ref_name_that_is_not_utf8_fails_github_and_keeps_the_report() {
+    let world = World::new();
+    world.stage("v2.9.0", 0);
+    world.git.seed(&[("README.md", b"fleet")]);
+    // git takes any bytes but a few in a ref's name; git2 unwraps them as UTF-8.
+    let name = std::ffi::OsStr::from_bytes(b"refs/heads/caf\xe9");
+    let made = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(world.git.bare_path())
+        .arg("update-ref")
+        .arg(name)
+        .arg("refs/heads/main")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (out, report) = world.publish(&[]);
+    assert_eq!(out.status.code(), Some(5), "{report:#}\n{}", stderr(&out));
+    let github = target(&report, "github");
+    let failed = github["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["outcome"] == "failed")
+        .unwrap_or_else(|| panic!("no failed step: {github:#}"));
+    // The commit made before stays recorded; the push that listed the refs failed.
+    assert_eq!(
+        outcomes(github),
+        [
+            "done",
+            "failed",
+            "not-reached",
+            "not-reached",
+            "not-reached",
+            "not-reached",
+            "not-reached"
+        ]
+    );
+    assert_eq!(failed["task"]["kind"], "push-branch");
+    assert!(
+        failed["why"]
+            .as_str()
+            .unwrap()
+            .contains("the remote's list of refs is malformed"),
+        "{failed:#}"
+    );
+    assert_eq!(
+        outcomes(target(&report, "r2")),
+        ["checked", "done", "done", "done"]
+    );
 }

@@ -2,9 +2,11 @@
 //! that report every ref the server refuses.
 
 use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
 
 use git2::{Oid, Repository};
 
+use crate::guard::catch_panic;
 use crate::plan::Outcome;
 use crate::secrets::Secret;
 
@@ -408,15 +410,21 @@ impl<'r> Remote<'r> {
             None,
         );
         match connection {
-            Ok(connection) => connection
-                .list()
-                .map(|heads| {
-                    heads
-                        .iter()
-                        .map(|h| (h.name().to_owned(), h.oid()))
-                        .collect()
-                })
-                .map_err(|e| RemoteError::new(text(e))),
+            // git2 unwraps each ref name as UTF-8: a remote that lists another is
+            // answered with an error, not a crash that loses the report.
+            Ok(connection) => catch_panic(
+                "the remote's list of refs",
+                AssertUnwindSafe(|| {
+                    connection.list().map(|heads| {
+                        heads
+                            .iter()
+                            .map(|h| (h.name().to_owned(), h.oid()))
+                            .collect()
+                    })
+                }),
+            )
+            .map_err(|panicked| RemoteError::new(panicked.to_string()))?
+            .map_err(|e| RemoteError::new(text(e))),
             Err(e) if refused.get() || e.message().contains("401") => {
                 Err(self.bad_credentials(text(e)))
             }
@@ -436,7 +444,12 @@ impl<'r> Remote<'r> {
         let pushed = {
             let mut options = git2::PushOptions::new();
             options.remote_callbacks(self.callbacks(&refused, Some(&rejected)));
-            remote.push(refspecs, Some(&mut options))
+            // git2 unwraps the server's reason for refusing a ref as UTF-8.
+            catch_panic(
+                "the remote's answer to the push",
+                AssertUnwindSafe(|| remote.push(refspecs, Some(&mut options))),
+            )
+            .map_err(|panicked| RemoteError::new(panicked.to_string()))?
         };
         let rejected = rejected.into_inner();
         match pushed {
