@@ -174,6 +174,14 @@ impl R2 {
             .send()
             .await;
         let body = match got {
+            // Longer than any manifest a device reads: unreadable, and not read.
+            Ok(object)
+                if object
+                    .content_length()
+                    .is_some_and(|len| len > ota_core::manifest::MAX_MANIFEST_LEN as i64) =>
+            {
+                return Ok(());
+            }
             Ok(object) => object
                 .body
                 .collect()
@@ -294,6 +302,13 @@ impl R2 {
             .send()
             .await
             .map_err(|e| self.explain(e))?;
+        // Another length is other bytes: not read, whatever its size.
+        if object
+            .content_length()
+            .is_some_and(|len| len != upload.bytes.len() as i64)
+        {
+            return Ok(Existing::Different);
+        }
         let body = object
             .body
             .collect()

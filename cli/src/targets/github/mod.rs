@@ -374,7 +374,9 @@ impl Github {
             return Ok(digest.eq_ignore_ascii_case(&ota_core::Sha256::of(bytes).to_string()));
         }
         self.token_goes_to(asset.url.as_str())?;
-        let response = reqwest::Client::new()
+        // Without the URL: after the redirect it is a signed link to the asset.
+        let failed = |e: reqwest::Error| self.redactor.scrub(&e.without_url().to_string());
+        let mut response = reqwest::Client::new()
             .get(asset.url.as_str())
             .header(reqwest::header::ACCEPT, "application/octet-stream")
             .header(reqwest::header::USER_AGENT, "clockrel")
@@ -383,12 +385,17 @@ impl Github {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| self.redactor.scrub(&e.to_string()))?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.redactor.scrub(&e.to_string()))?;
-        Ok(body.as_ref() == bytes)
+            .map_err(failed)?;
+        // Longer than these bytes is not these bytes: read no further, whatever the
+        // storage host would send.
+        let mut body = Vec::with_capacity(bytes.len());
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > bytes.len() {
+                return Ok(false);
+            }
+        }
+        Ok(body == bytes)
     }
 
     /// Where assets are uploaded: configured, or GitHub's own uploads host.
