@@ -326,6 +326,7 @@ pub async fn execute(
             None => failure,
         }
     };
+    let client = verify::http_client()?;
     let github = match tasks_of(Source::Github) {
         Some(tasks) => Some((
             Github::from_env(config).map_err(|e| setup_failure(Source::Github, e))?,
@@ -373,7 +374,17 @@ pub async fn execute(
         .flat_map(|r| verify::probes(config, commit.as_deref(), Some(r.target)))
         .collect();
     let verification = if options.verify && !probes.is_empty() {
-        Some(verify::verify(&probes, trusted, Some(release), options.deadline, &progress).await?)
+        Some(
+            verify::verify(
+                &client,
+                &probes,
+                trusted,
+                Some(release),
+                options.deadline,
+                &progress,
+            )
+            .await,
+        )
     } else {
         None
     };

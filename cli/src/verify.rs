@@ -130,8 +130,17 @@ pub async fn run(
         )
         .hint("set [sources.github] and [sources.r2] in clockrel.toml"));
     }
+    let client = http_client()?;
     let progress = Progress::new(style);
-    verify(&probes, &trusted, staged.as_ref(), deadline, &progress).await
+    Ok(verify(
+        &client,
+        &probes,
+        &trusted,
+        staged.as_ref(),
+        deadline,
+        &progress,
+    )
+    .await)
 }
 
 /// `clockrel verify --file`: a `version.json` on disk checked as a device checks one,
@@ -222,24 +231,26 @@ fn release_commit(config: &Config, release: &StagedRelease) -> Option<String> {
 
 /// Checks every probe, concurrently, until it serves a trusted release (the `expected`
 /// one, if given) or `deadline` passes.
+/// Fetches every probe with `client` (see [`http_client`]; made before any work, so that
+/// a publish never ends without its report for want of one).
 pub async fn verify(
+    client: &reqwest::Client,
     probes: &[Probe],
     trusted: &[PublicKey],
     expected: Option<&StagedRelease>,
     deadline: Duration,
     progress: &Progress,
-) -> Result<Verification, Failure> {
-    let client = http_client()?;
+) -> Verification {
     let checks = probes
         .iter()
-        .map(|probe| check_source(&client, probe, trusted, expected, deadline, progress));
+        .map(|probe| check_source(client, probe, trusted, expected, deadline, progress));
     let sources = futures_util::future::join_all(checks).await;
     let disagreement = disagreement(&sources);
-    Ok(Verification {
+    Verification {
         ok: !sources.is_empty() && sources.iter().all(|s| s.ok) && disagreement.is_none(),
         sources,
         disagreement,
-    })
+    }
 }
 
 fn disagreement(sources: &[Served]) -> Option<String> {
